@@ -1,0 +1,2 @@
+//! coordinator: placeholder, see ARCHITECTURE.md.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! datasets: placeholder, see ARCHITECTURE.md.
+#![forbid(unsafe_code)]

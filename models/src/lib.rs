@@ -1,0 +1,2 @@
+//! models: placeholder, see ARCHITECTURE.md.
+#![forbid(unsafe_code)]

@@ -1,0 +1,6 @@
+//! Kernels: free functions on slices with an explicit destination and
+//! parallelism, in the style of faer. The differentiable ops in
+//! [`crate::ops`] are built on them; they can be called directly when no
+//! graph is wanted.
+pub mod elementwise;
+pub mod matmul;

@@ -1,0 +1,2 @@
+//! protocol: placeholder, see ARCHITECTURE.md.
+#![forbid(unsafe_code)]

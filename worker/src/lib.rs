@@ -1,0 +1,2 @@
+//! worker: placeholder, see ARCHITECTURE.md.
+#![forbid(unsafe_code)]
