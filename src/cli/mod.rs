@@ -1,0 +1,2 @@
+//! Subcommands of the `shoal` binary, one module each.
+pub(crate) mod bench;
