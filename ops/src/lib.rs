@@ -21,6 +21,7 @@ pub mod gradcheck;
 pub mod kernels;
 pub mod ops;
 pub mod parallel;
+pub mod parameters;
 pub mod shape;
 pub mod tensor;
 
@@ -28,5 +29,6 @@ pub use autograd::{GradStore, is_grad_enabled, no_grad};
 pub use error::OpsError;
 pub use faer::Par;
 pub use parallel::{current_parallelism, set_parallelism, with_parallelism};
+pub use parameters::ParameterSet;
 pub use shape::Shape;
 pub use tensor::{IndexTensor, Tensor, TensorId};
