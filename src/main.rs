@@ -1,5 +1,6 @@
 //! The `shoal` command line: a thin clap front end over the workspace crates.
 //! Each subcommand lives in its own module under `src/cli/`.
+#![forbid(unsafe_code)]
 mod cli;
 
 use clap::{Parser, Subcommand};
