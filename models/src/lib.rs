@@ -8,13 +8,20 @@
 //! inside a loss. `models` depends on `ops` only.
 #![forbid(unsafe_code)]
 
+pub mod autoencoder;
 pub mod batch;
+pub mod config;
 pub mod error;
+pub mod inputs;
+pub mod mae;
+pub mod mlp;
 pub mod registry;
+pub mod training;
 
 pub use batch::Batch;
 pub use error::ModelError;
 pub use registry::build;
+pub use training::Trainer;
 
 use ops::{ParameterSet, Tensor};
 

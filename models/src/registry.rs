@@ -3,7 +3,7 @@
 use crate::{Model, ModelError};
 
 /// The model kinds that [`build`] knows.
-pub const KINDS: &[&str] = &[];
+pub const KINDS: &[&str] = &["mlp", "autoencoder", "mae"];
 
 /// Builds a model of `kind` from `config` (the reference constructor's
 /// keyword arguments as JSON), its parameters initialized as PyTorch would
@@ -13,9 +13,15 @@ pub fn build(
     config: &serde_json::Value,
     seed: u64,
 ) -> Result<Box<dyn Model>, ModelError> {
-    let _ = (config, seed);
-    Err(ModelError::UnknownModel {
-        kind: kind.to_string(),
-        known: KINDS.join(", "),
+    Ok(match kind {
+        "mlp" => Box::new(crate::mlp::Mlp::from_config(config, seed)?),
+        "autoencoder" => Box::new(crate::autoencoder::Autoencoder::from_config(config, seed)?),
+        "mae" => Box::new(crate::mae::MaskedAutoencoder::from_config(config, seed)?),
+        _ => {
+            return Err(ModelError::UnknownModel {
+                kind: kind.to_string(),
+                known: KINDS.join(", "),
+            });
+        }
     })
 }

@@ -2,6 +2,7 @@
 //! forward as `Tensor` methods (or free functions) and its backward as a
 //! [`Backward`](crate::autograd::Backward) implementation beside it.
 pub mod binary;
+pub mod dropout;
 pub mod loss;
 pub mod matmul;
 pub mod reduce;
