@@ -73,7 +73,9 @@ pub fn check_gradients(
             let numeric =
                 ((evaluate(config.eps) - evaluate(-config.eps)) / (2.0 * config.eps as f64)) as f32;
             let a = analytic[i];
-            if !((a - numeric).abs() <= config.atol + config.rtol * numeric.abs()) {
+            // Written so that a NaN on either side counts as a mismatch.
+            let agrees = (a - numeric).abs() <= config.atol + config.rtol * numeric.abs();
+            if !agrees {
                 errors.push(format!(
                     "input {which} element {i}: autodiff {a}, finite difference {numeric}"
                 ));

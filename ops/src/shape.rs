@@ -103,7 +103,7 @@ impl Shape {
     pub fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
         let rank = a.rank().max(b.rank());
         let mut out = [0; MAX_RANK];
-        for i in 0..rank {
+        for (i, slot) in out.iter_mut().enumerate().take(rank) {
             let da = if i < rank - a.rank() {
                 1
             } else {
@@ -114,7 +114,7 @@ impl Shape {
             } else {
                 b.dims[i - (rank - b.rank())]
             };
-            out[i] = match (da, db) {
+            *slot = match (da, db) {
                 (x, y) if x == y => x,
                 (1, y) => y,
                 (x, 1) => x,
