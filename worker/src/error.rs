@@ -1,0 +1,32 @@
+//! The one error type of `worker`.
+use std::path::PathBuf;
+
+/// Failures of a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    // ---- inputs ----
+    /// Data read for a micro-batch cannot feed the model.
+    #[error("bad model input: {reason}")]
+    Input { reason: String },
+    /// The job description cannot be run.
+    #[error("invalid job: {reason}")]
+    Job { reason: String },
+
+    // ---- failures below ----
+    /// Reading the dataset failed.
+    #[error(transparent)]
+    Dataset(#[from] datasets::DatasetError),
+    /// Building or evaluating the model failed.
+    #[error(transparent)]
+    Model(#[from] models::ModelError),
+    /// A tensor operation on outside input failed (checkpoints).
+    #[error(transparent)]
+    Ops(#[from] ops::OpsError),
+    /// A file could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,250 @@
+//! A replica of a job's training state (model, optimizers, data cursor) and
+//! the pieces of a data-parallel step, driven by whoever does the
+//! all-reduce: [`crate::local`] in one process, the networked worker over
+//! the ring. No I/O beyond reading the dataset.
+//!
+//! A step is, for each objective in order: the gradient buffer of every
+//! hosted virtual rank ([`Replica::gradients`]), an all-reduce of those
+//! buffers over all V virtual ranks in the order fixed by V, then the same
+//! update on every replica ([`Replica::apply`]). Replicas therefore stay
+//! bit-identical, whatever the number of workers.
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use datasets::read::Reader;
+use datasets::{DataCursor, Plan};
+use models::training::Trainer;
+use models::{Batch, Model};
+use ops::checkpoint::{self, TensorFile};
+use ops::optim::{LearningRateSchedule, OptimizerConfig};
+
+use crate::WorkerError;
+use crate::inputs::{DrawSettings, model_batch};
+use crate::step::{mean_gradients, rank_gradients};
+
+/// What a replica needs to know about its job.
+#[derive(Clone, Debug)]
+pub struct TrainingJob {
+    /// The model kind (`mlp`, `mamba`, ...).
+    pub model_kind: String,
+    /// The model's constructor arguments, as in the reference.
+    pub model_config: serde_json::Value,
+    /// The optimizer of every objective.
+    pub optimizer: OptimizerConfig,
+    /// The learning-rate schedule over steps.
+    pub schedule: LearningRateSchedule,
+    /// Seed of initialization, data order and draws.
+    pub seed: u64,
+    /// Number of virtual ranks V.
+    pub virtual_ranks: usize,
+    /// Total steps to train.
+    pub steps: u64,
+    /// Values per all-reduce bucket (part of the summation order).
+    pub bucket_elements: usize,
+    /// How random inputs are drawn.
+    pub draws: DrawSettings,
+}
+
+/// One replica of the training state.
+pub struct Replica {
+    job: TrainingJob,
+    model: Box<dyn Model>,
+    trainer: Trainer,
+    plan: Plan,
+    reader: Reader,
+    cursor: DataCursor,
+    completed_steps: u64,
+    batches: Vec<Batch>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("model", &self.job.model_kind)
+            .field("cursor", &self.cursor)
+            .field("completed_steps", &self.completed_steps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replica {
+    /// A fresh replica: the model initialized from the job's seed, at the
+    /// first step of the plan.
+    pub fn new(job: TrainingJob, plan: Plan, reader: Reader) -> Result<Replica, WorkerError> {
+        if plan.config().virtual_ranks != job.virtual_ranks {
+            return Err(WorkerError::Job {
+                reason: format!(
+                    "the plan has {} virtual ranks but the job {}",
+                    plan.config().virtual_ranks,
+                    job.virtual_ranks
+                ),
+            });
+        }
+        let model = models::build(&job.model_kind, &job.model_config, job.seed)?;
+        let trainer = Trainer::new(model.as_ref(), &job.optimizer);
+        Ok(Replica {
+            job,
+            model,
+            trainer,
+            plan,
+            reader,
+            cursor: DataCursor::default(),
+            completed_steps: 0,
+            batches: Vec::new(),
+        })
+    }
+
+    /// The job.
+    pub fn job(&self) -> &TrainingJob {
+        &self.job
+    }
+
+    /// The model.
+    pub fn model(&self) -> &dyn Model {
+        self.model.as_ref()
+    }
+
+    /// The optimizers.
+    pub fn trainer(&self) -> &Trainer {
+        &self.trainer
+    }
+
+    /// Where the data stands: the next step's cursor.
+    pub fn cursor(&self) -> DataCursor {
+        self.cursor
+    }
+
+    /// Steps completed so far.
+    pub fn completed_steps(&self) -> u64 {
+        self.completed_steps
+    }
+
+    /// Whether the job's steps are done.
+    pub fn is_finished(&self) -> bool {
+        self.completed_steps >= self.job.steps
+    }
+
+    /// Number of objectives per step (two for a GAN).
+    pub fn objective_count(&self) -> usize {
+        self.model.objectives().len()
+    }
+
+    /// Objective names, in order (`loss`, or `d_loss` and `g_loss`).
+    pub fn objective_names(&self) -> Vec<&'static str> {
+        self.model.objectives().iter().map(|o| o.name).collect()
+    }
+
+    /// Reads the micro-batches of virtual ranks `ranks` for the next step
+    /// and draws their random inputs. Call once per step, before
+    /// [`Replica::gradients`].
+    pub fn load_micro_batches(&mut self, ranks: Range<usize>) -> Result<(), WorkerError> {
+        let micro_batches = self.plan.micro_batches(self.cursor, ranks)?;
+        let mut batches = Vec::with_capacity(micro_batches.len());
+        for micro_batch in micro_batches {
+            let data = self.reader.read_samples(&micro_batch.samples)?;
+            batches.push(model_batch(
+                &self.job.model_kind,
+                &self.job.model_config,
+                &data,
+                self.job.seed,
+                self.cursor.epoch,
+                &self.job.draws,
+            )?);
+        }
+        self.batches = batches;
+        Ok(())
+    }
+
+    /// The gradient buffers of objective `objective`, one per loaded
+    /// micro-batch (hosted virtual rank), the loss as the last value.
+    pub fn gradients(&self, objective: usize) -> Result<Vec<Vec<f32>>, WorkerError> {
+        Ok(rank_gradients(self.model.as_ref(), objective, &self.batches)?)
+    }
+
+    /// Applies objective `objective`'s update from the all-reduced sum of
+    /// every virtual rank's buffer; returns the mean loss over the global
+    /// batch.
+    pub fn apply(&mut self, objective: usize, summed: &[f32]) -> f32 {
+        let lr = self
+            .job
+            .schedule
+            .lr(self.job.optimizer.lr(), self.completed_steps);
+        self.trainer.set_lr(lr);
+        let prefix = self.model.objectives()[objective].parameter_prefix;
+        let (gradients, loss) = mean_gradients(
+            self.model.parameters(),
+            prefix,
+            summed,
+            self.job.virtual_ranks,
+        );
+        self.trainer.apply(self.model.as_mut(), objective, &gradients);
+        loss
+    }
+
+    /// Ends the step: the cursor moves on.
+    pub fn finish_step(&mut self) {
+        self.batches.clear();
+        self.cursor = self.plan.next(self.cursor);
+        self.completed_steps += 1;
+    }
+
+    /// The learning rate of the next step.
+    pub fn next_lr(&self) -> f64 {
+        self.job
+            .schedule
+            .lr(self.job.optimizer.lr(), self.completed_steps)
+    }
+
+    /// The replica's state as safetensors bytes: parameters under their
+    /// `state_dict` names, optimizer state under `optimizer/`, and the data
+    /// cursor, step count and model description as metadata. Identical
+    /// replicas give identical bytes.
+    pub fn checkpoint_bytes(&self) -> Result<Vec<u8>, WorkerError> {
+        let tensors = checkpoint::checkpoint_tensors(
+            self.model.parameters(),
+            &self.trainer.state_tensors(),
+        );
+        Ok(checkpoint::encode(&tensors, &self.checkpoint_metadata())?)
+    }
+
+    fn checkpoint_metadata(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("model".to_string(), self.job.model_kind.clone()),
+            ("config".to_string(), self.job.model_config.to_string()),
+            ("seed".to_string(), self.job.seed.to_string()),
+            ("completed_steps".to_string(), self.completed_steps.to_string()),
+            ("cursor_epoch".to_string(), self.cursor.epoch.to_string()),
+            ("cursor_step".to_string(), self.cursor.step.to_string()),
+        ])
+    }
+
+    /// Restores parameters, optimizer state and data position from a
+    /// checkpoint of this job (from [`Replica::checkpoint_bytes`]). A file
+    /// with only parameters (e.g. exported from PyTorch) sets the
+    /// parameters and leaves the rest at the start.
+    pub fn restore(&mut self, file: &TensorFile, what: &str) -> Result<(), WorkerError> {
+        checkpoint::load_parameters(file, what, self.model.parameters_mut())?;
+        let optimizer_state = file.optimizer_tensors();
+        if !optimizer_state.is_empty() {
+            self.trainer
+                .load_state_tensors(self.model.as_ref(), &optimizer_state)?;
+        }
+        let number = |key: &str| -> Result<Option<u64>, WorkerError> {
+            match file.metadata.get(key) {
+                None => Ok(None),
+                Some(text) => text.parse().map(Some).map_err(|_| WorkerError::Job {
+                    reason: format!("{what}: metadata `{key}` is not a number: {text:?}"),
+                }),
+            }
+        };
+        if let (Some(completed), Some(epoch), Some(step)) = (
+            number("completed_steps")?,
+            number("cursor_epoch")?,
+            number("cursor_step")?,
+        ) {
+            self.completed_steps = completed;
+            self.cursor = DataCursor { epoch, step };
+        }
+        Ok(())
+    }
+}
