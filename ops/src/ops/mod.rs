@@ -2,14 +2,18 @@
 //! forward as `Tensor` methods (or free functions) and its backward as a
 //! [`Backward`](crate::autograd::Backward) implementation beside it.
 pub mod binary;
+pub mod conv;
 pub mod dropout;
 pub mod index;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod recurrent;
 pub mod reduce;
+pub mod scan;
 pub mod shape;
 pub mod softmax;
+pub mod sparse;
 pub mod unary;
 
 pub use loss::{IGNORE_INDEX, Reduction, barlow_twins_loss};
