@@ -9,14 +9,18 @@
 #![forbid(unsafe_code)]
 
 pub mod autoencoder;
+pub mod barlow_twins;
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod error;
+pub mod gan;
 pub mod inputs;
 pub mod mae;
 pub mod mlp;
 pub mod registry;
 pub mod training;
+pub mod vae;
 
 pub use batch::Batch;
 pub use error::ModelError;

@@ -219,6 +219,21 @@ fn parity_autoencoder() {
 }
 
 #[test]
+fn parity_vae() {
+    check_kind("vae");
+}
+
+#[test]
+fn parity_gan() {
+    check_kind("gan");
+}
+
+#[test]
+fn parity_barlow_twins() {
+    check_kind("barlow_twins");
+}
+
+#[test]
 fn parity_mae() {
     check_kind("mae");
 }
