@@ -15,10 +15,16 @@ pub mod bench;
 pub mod config;
 pub mod error;
 pub mod gan;
+pub mod gcn;
 pub mod inputs;
 pub mod mae;
+pub mod mamba;
 pub mod mlp;
+pub mod qrnn;
+pub mod recurrent;
 pub mod registry;
+pub mod s4d;
+pub mod sequence;
 pub mod training;
 pub mod vae;
 

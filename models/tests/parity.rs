@@ -238,6 +238,36 @@ fn parity_mae() {
     check_kind("mae");
 }
 
+#[test]
+fn parity_lstm() {
+    check_kind("lstm");
+}
+
+#[test]
+fn parity_gru() {
+    check_kind("gru");
+}
+
+#[test]
+fn parity_qrnn() {
+    check_kind("qrnn");
+}
+
+#[test]
+fn parity_s4d() {
+    check_kind("s4d");
+}
+
+#[test]
+fn parity_mamba() {
+    check_kind("mamba");
+}
+
+#[test]
+fn parity_gcn() {
+    check_kind("gcn");
+}
+
 /// A checkpoint saved by shoal has exactly the reference module's
 /// `state_dict` keys and shapes (the fixtures' `param/*`), for every
 /// registered model with a fixture.
