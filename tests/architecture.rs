@@ -17,7 +17,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("worker", &["protocol", "datasets", "models", "ops"]),
     (
         "shoal",
-        &["ops", "models", "datasets", "protocol", "coordinator", "worker"],
+        &[
+            "ops",
+            "models",
+            "datasets",
+            "protocol",
+            "coordinator",
+            "worker",
+        ],
     ),
 ];
 
@@ -35,7 +42,13 @@ fn workspace_root() -> PathBuf {
 /// (package name -> normal dependency names) from `cargo metadata`.
 fn dependency_graph() -> BTreeMap<String, BTreeSet<String>> {
     let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(workspace_root())
         .output()
         .expect("run cargo metadata");
@@ -114,7 +127,14 @@ fn every_module_says_what_it_is_for() {
     let root = workspace_root();
     let mut files = Vec::new();
     for dir in [
-        "src", "tests", "ops", "models", "datasets", "protocol", "coordinator", "worker",
+        "src",
+        "tests",
+        "ops",
+        "models",
+        "datasets",
+        "protocol",
+        "coordinator",
+        "worker",
     ] {
         rust_files(&root.join(dir), &mut files);
     }
@@ -124,7 +144,12 @@ fn every_module_says_what_it_is_for() {
             let text = std::fs::read_to_string(path).expect("read source file");
             !text.trim_start().starts_with("//!")
         })
-        .map(|path| path.strip_prefix(&root).unwrap_or(path).display().to_string())
+        .map(|path| {
+            path.strip_prefix(&root)
+                .unwrap_or(path)
+                .display()
+                .to_string()
+        })
         .collect();
     assert!(
         undocumented.is_empty(),

@@ -73,7 +73,6 @@ impl Model for Autoencoder {
         let x = float_matrix(batch, Self::KIND, "x", self.d)?;
         let noise = float_like(batch, Self::KIND, "noise", x.dims())?;
         let reconstruction = self.decode(&self.encode(&x.add(noise)));
-        let error = reconstruction.sub(x);
-        Ok(error.mul(&error).mean_all())
+        Ok(reconstruction.mse_loss(x))
     }
 }

@@ -9,14 +9,24 @@
 #![forbid(unsafe_code)]
 
 pub mod autoencoder;
+pub mod barlow_twins;
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod error;
+pub mod gan;
+pub mod gcn;
 pub mod inputs;
 pub mod mae;
+pub mod mamba;
 pub mod mlp;
+pub mod qrnn;
+pub mod recurrent;
 pub mod registry;
+pub mod s4d;
+pub mod sequence;
 pub mod training;
+pub mod vae;
 
 pub use batch::Batch;
 pub use error::ModelError;

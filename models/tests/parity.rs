@@ -219,8 +219,53 @@ fn parity_autoencoder() {
 }
 
 #[test]
+fn parity_vae() {
+    check_kind("vae");
+}
+
+#[test]
+fn parity_gan() {
+    check_kind("gan");
+}
+
+#[test]
+fn parity_barlow_twins() {
+    check_kind("barlow_twins");
+}
+
+#[test]
 fn parity_mae() {
     check_kind("mae");
+}
+
+#[test]
+fn parity_lstm() {
+    check_kind("lstm");
+}
+
+#[test]
+fn parity_gru() {
+    check_kind("gru");
+}
+
+#[test]
+fn parity_qrnn() {
+    check_kind("qrnn");
+}
+
+#[test]
+fn parity_s4d() {
+    check_kind("s4d");
+}
+
+#[test]
+fn parity_mamba() {
+    check_kind("mamba");
+}
+
+#[test]
+fn parity_gcn() {
+    check_kind("gcn");
 }
 
 /// A checkpoint saved by shoal has exactly the reference module's

@@ -44,6 +44,13 @@ pub enum OpsError {
     /// Shapes given from outside cannot be used (too many dimensions, wrong count).
     #[error("invalid shape {shape:?}: {reason}")]
     InvalidShape { shape: Vec<usize>, reason: String },
+    /// An index from outside (an edge list, a token) is outside its range.
+    #[error("{what}: index {index} outside 0..{bound}")]
+    IndexOutOfRange {
+        what: String,
+        index: i64,
+        bound: usize,
+    },
     /// Metadata (JSON inside a checkpoint or fixture) is missing or malformed.
     #[error("{what}: bad metadata `{key}`: {reason}")]
     BadMetadata {

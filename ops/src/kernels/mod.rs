@@ -2,5 +2,9 @@
 //! parallelism, in the style of faer. The differentiable ops in
 //! [`crate::ops`] are built on them; they can be called directly when no
 //! graph is wanted.
+pub mod conv;
 pub mod elementwise;
 pub mod matmul;
+pub mod recurrent;
+pub mod scan;
+pub mod sparse;

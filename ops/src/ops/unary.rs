@@ -2,9 +2,14 @@
 //!
 //! Each function is a [`Unary`]: its value and its derivative, written in
 //! terms of the input `x` and the output `y` (so `exp`'s derivative is `y`).
+//! Functions with a scalar parameter (`pow`, `leaky_relu`) are a
+//! [`ParameterizedUnary`]. Forward and backward are one pass each, in
+//! parallel chunks when the tensor is large (see [`crate::parallel`]).
+use faer::Par;
+
 use crate::autograd::Backward;
-use crate::kernels::elementwise::{map, zip_map};
-use crate::parallel::current_parallelism;
+use crate::kernels::elementwise::map;
+use crate::parallel::{CHUNK, current_parallelism, for_each_chunk_mut};
 use crate::tensor::Tensor;
 
 /// An elementwise function with its derivative.
@@ -18,12 +23,190 @@ pub struct Unary {
     pub derivative: fn(f32, f32) -> f32,
 }
 
+/// An elementwise function of `x` and a fixed scalar parameter `p`.
+#[derive(Clone, Copy)]
+pub struct ParameterizedUnary {
+    /// Name for errors and debugging.
+    pub name: &'static str,
+    /// The value at `x` for parameter `p`: `forward(x, p)`.
+    pub forward: fn(f32, f32) -> f32,
+    /// The derivative at `x`, given `x`, the value `y` and `p`.
+    pub derivative: fn(f32, f32, f32) -> f32,
+}
+
 /// `max(x, 0)`; derivative 0 at 0, as PyTorch.
 pub const RELU: Unary = Unary {
     name: "relu",
     forward: |x| if x > 0.0 { x } else { 0.0 },
     derivative: |x, _| if x > 0.0 { 1.0 } else { 0.0 },
 };
+
+/// `-x`.
+pub const NEG: Unary = Unary {
+    name: "neg",
+    forward: |x| -x,
+    derivative: |_, _| -1.0,
+};
+
+/// `e^x`.
+pub const EXP: Unary = Unary {
+    name: "exp",
+    forward: f32::exp,
+    derivative: |_, y| y,
+};
+
+/// Natural logarithm.
+pub const LOG: Unary = Unary {
+    name: "log",
+    forward: f32::ln,
+    derivative: |x, _| 1.0 / x,
+};
+
+/// Square root.
+pub const SQRT: Unary = Unary {
+    name: "sqrt",
+    forward: f32::sqrt,
+    derivative: |_, y| 0.5 / y,
+};
+
+/// `1 / sqrt(x)`.
+pub const RSQRT: Unary = Unary {
+    name: "rsqrt",
+    forward: |x| 1.0 / x.sqrt(),
+    derivative: |_, y| -0.5 * y * y * y,
+};
+
+/// Hyperbolic tangent.
+pub const TANH: Unary = Unary {
+    name: "tanh",
+    forward: f32::tanh,
+    derivative: |_, y| 1.0 - y * y,
+};
+
+/// `1 / (1 + e^-x)`, computed without overflow for large `|x|`.
+pub const SIGMOID: Unary = Unary {
+    name: "sigmoid",
+    forward: sigmoid,
+    derivative: |_, y| y * (1.0 - y),
+};
+
+/// `x * sigmoid(x)` (also called swish).
+pub const SILU: Unary = Unary {
+    name: "silu",
+    forward: |x| x * sigmoid(x),
+    derivative: |x, _| {
+        let s = sigmoid(x);
+        s * (1.0 + x * (1.0 - s))
+    },
+};
+
+/// `ln(1 + e^x)`, linear above 20, as PyTorch's default
+/// (`beta = 1`, `threshold = 20`).
+pub const SOFTPLUS: Unary = Unary {
+    name: "softplus",
+    forward: |x| {
+        if x > SOFTPLUS_THRESHOLD {
+            x
+        } else {
+            x.exp().ln_1p()
+        }
+    },
+    derivative: |x, _| {
+        if x > SOFTPLUS_THRESHOLD {
+            1.0
+        } else {
+            sigmoid(x)
+        }
+    },
+};
+
+/// Above this input, softplus is the identity (PyTorch's default threshold).
+pub const SOFTPLUS_THRESHOLD: f32 = 20.0;
+
+/// The exact GELU, `x * Phi(x) = x/2 * (1 + erf(x / sqrt 2))`, as
+/// PyTorch's default (`approximate='none'`).
+pub const GELU: Unary = Unary {
+    name: "gelu",
+    forward: |x| 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+    derivative: |x, _| {
+        // Phi(x) + x * phi(x)
+        const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+        let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
+        cdf + x * FRAC_1_SQRT_2PI * (-0.5 * x * x).exp()
+    },
+};
+
+/// `|x|`; derivative `sign(x)`, 0 at 0, as PyTorch.
+pub const ABS: Unary = Unary {
+    name: "abs",
+    forward: f32::abs,
+    derivative: |x, _| {
+        if x > 0.0 {
+            1.0
+        } else if x < 0.0 {
+            -1.0
+        } else {
+            0.0
+        }
+    },
+};
+
+/// `x^p` for a scalar exponent `p`; `x * x` exactly for `p = 2`.
+pub const POW: ParameterizedUnary = ParameterizedUnary {
+    name: "pow",
+    forward: |x, p| if p == 2.0 { x * x } else { x.powf(p) },
+    derivative: |x, _, p| {
+        if p == 0.0 {
+            0.0
+        } else if p == 2.0 {
+            2.0 * x
+        } else {
+            p * x.powf(p - 1.0)
+        }
+    },
+};
+
+/// `x` where positive, `p * x` elsewhere (derivative `p` at 0, as PyTorch).
+pub const LEAKY_RELU: ParameterizedUnary = ParameterizedUnary {
+    name: "leaky_relu",
+    forward: |x, p| if x > 0.0 { x } else { p * x },
+    derivative: |x, _, p| if x > 0.0 { 1.0 } else { p },
+};
+
+/// `1 / (1 + e^-x)` without overflow: `e^x / (1 + e^x)` for negative `x`.
+pub fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// `dst[i] = f(x[i], y[i], g[i])` in fixed chunks, in parallel when `par`
+/// allows: the fused backward of an elementwise function.
+fn backward_map(
+    par: Par,
+    x: &[f32],
+    y: &[f32],
+    g: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32 + Sync + Send,
+) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for_each_chunk_mut(par, &mut out, CHUNK, |i, d| {
+        let start = i * CHUNK;
+        let end = start + d.len();
+        for (((o, &x), &y), &g) in d
+            .iter_mut()
+            .zip(&x[start..end])
+            .zip(&y[start..end])
+            .zip(&g[start..end])
+        {
+            *o = f(x, y, g);
+        }
+    });
+    out
+}
 
 impl Tensor {
     /// Applies an elementwise [`Unary`] function.
@@ -32,9 +215,92 @@ impl Tensor {
         Tensor::from_op(self.shape(), data, &[self], UnaryBackward(function))
     }
 
+    /// Applies an elementwise [`ParameterizedUnary`] function with parameter `p`.
+    pub fn apply_parameterized_unary(&self, function: ParameterizedUnary, p: f32) -> Tensor {
+        let forward = function.forward;
+        let data = map(current_parallelism(), self.data(), move |x| forward(x, p));
+        Tensor::from_op(
+            self.shape(),
+            data,
+            &[self],
+            ParameterizedUnaryBackward { function, p },
+        )
+    }
+
     /// `max(x, 0)`.
     pub fn relu(&self) -> Tensor {
         self.apply_unary(RELU)
+    }
+
+    /// `-x`.
+    pub fn neg(&self) -> Tensor {
+        self.scale(-1.0)
+    }
+
+    /// `e^x`.
+    pub fn exp(&self) -> Tensor {
+        self.apply_unary(EXP)
+    }
+
+    /// Natural logarithm.
+    pub fn log(&self) -> Tensor {
+        self.apply_unary(LOG)
+    }
+
+    /// Square root.
+    pub fn sqrt(&self) -> Tensor {
+        self.apply_unary(SQRT)
+    }
+
+    /// `1 / sqrt(x)`.
+    pub fn rsqrt(&self) -> Tensor {
+        self.apply_unary(RSQRT)
+    }
+
+    /// `x^exponent` elementwise (NaN for negative `x` and a non-integer
+    /// exponent, as PyTorch).
+    pub fn pow(&self, exponent: f32) -> Tensor {
+        self.apply_parameterized_unary(POW, exponent)
+    }
+
+    /// `x * x`.
+    pub fn square(&self) -> Tensor {
+        self.pow(2.0)
+    }
+
+    /// Hyperbolic tangent.
+    pub fn tanh(&self) -> Tensor {
+        self.apply_unary(TANH)
+    }
+
+    /// The logistic sigmoid (numerically stable).
+    pub fn sigmoid(&self) -> Tensor {
+        self.apply_unary(SIGMOID)
+    }
+
+    /// `x` where positive, `negative_slope * x` elsewhere.
+    pub fn leaky_relu(&self, negative_slope: f32) -> Tensor {
+        self.apply_parameterized_unary(LEAKY_RELU, negative_slope)
+    }
+
+    /// The exact (erf) GELU, as `torch.nn.functional.gelu`.
+    pub fn gelu(&self) -> Tensor {
+        self.apply_unary(GELU)
+    }
+
+    /// `x * sigmoid(x)`, as `torch.nn.functional.silu`.
+    pub fn silu(&self) -> Tensor {
+        self.apply_unary(SILU)
+    }
+
+    /// `ln(1 + e^x)` (linear above 20), as `torch.nn.functional.softplus`.
+    pub fn softplus(&self) -> Tensor {
+        self.apply_unary(SOFTPLUS)
+    }
+
+    /// `|x|`.
+    pub fn abs(&self) -> Tensor {
+        self.apply_unary(ABS)
     }
 
     /// `x * factor`.
@@ -59,10 +325,36 @@ impl Backward for UnaryBackward {
 
     fn backward(&self, inputs: &[Tensor], output: &Tensor, grad: &Tensor) -> Vec<Option<Tensor>> {
         let derivative = self.0.derivative;
-        let x = inputs[0].data();
-        let y = output.data();
-        let local = zip_map(current_parallelism(), x, y, derivative);
-        let g = zip_map(current_parallelism(), &local, grad.data(), |d, g| d * g);
+        let g = backward_map(
+            current_parallelism(),
+            inputs[0].data(),
+            output.data(),
+            grad.data(),
+            move |x, y, g| derivative(x, y) * g,
+        );
+        vec![Some(Tensor::from_vec(inputs[0].shape(), g))]
+    }
+}
+
+struct ParameterizedUnaryBackward {
+    function: ParameterizedUnary,
+    p: f32,
+}
+
+impl Backward for ParameterizedUnaryBackward {
+    fn name(&self) -> &'static str {
+        self.function.name
+    }
+
+    fn backward(&self, inputs: &[Tensor], output: &Tensor, grad: &Tensor) -> Vec<Option<Tensor>> {
+        let (derivative, p) = (self.function.derivative, self.p);
+        let g = backward_map(
+            current_parallelism(),
+            inputs[0].data(),
+            output.data(),
+            grad.data(),
+            move |x, y, g| derivative(x, y, p) * g,
+        );
         vec![Some(Tensor::from_vec(inputs[0].shape(), g))]
     }
 }
@@ -76,6 +368,13 @@ impl Backward for ScaleBackward {
 
     fn backward(&self, inputs: &[Tensor], _: &Tensor, grad: &Tensor) -> Vec<Option<Tensor>> {
         let factor = self.0;
+        if factor == 1.0 {
+            // add_scalar: the gradient passes through unchanged (shared, no copy).
+            return vec![Some(Tensor::from_shared(
+                inputs[0].shape(),
+                grad.shared_data().clone(),
+            ))];
+        }
         let g = map(current_parallelism(), grad.data(), move |g| g * factor);
         vec![Some(Tensor::from_vec(inputs[0].shape(), g))]
     }

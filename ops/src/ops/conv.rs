@@ -1,0 +1,154 @@
+//! Causal ops over (batch, time, channels): the depthwise 1-D convolution
+//! of Mamba, and the causal window of QRNN (the last `k` time steps side by
+//! side), with their backward.
+use crate::autograd::Backward;
+use crate::kernels::conv::{causal_conv1d_backward, causal_conv1d_forward};
+use crate::parallel::current_parallelism;
+use crate::tensor::Tensor;
+
+/// Causal depthwise convolution: `x` (batch, time, C), `weight` (C, 1, K)
+/// and `bias` (C) as PyTorch's `Conv1d(C, C, K, groups=C, padding=K-1)`
+/// applied to `x` transposed to (batch, C, time), truncated to the first
+/// `time` outputs: `y[b,t,c] = bias[c] + sum_k weight[c,0,k] x[b,t+k-K+1,c]`.
+///
+/// # Panics
+/// When the shapes do not fit.
+#[track_caller]
+pub fn causal_depthwise_conv1d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+    assert_eq!(
+        x.rank(),
+        3,
+        "causal_depthwise_conv1d: x must be (batch, time, channels), got {:?}",
+        x.shape()
+    );
+    let (batch, time, channels) = (x.dim(0), x.dim(1), x.dim(2));
+    assert!(
+        weight.rank() == 3 && weight.dim(0) == channels && weight.dim(1) == 1,
+        "causal_depthwise_conv1d: weight must be ({channels}, 1, K), got {:?}",
+        weight.shape()
+    );
+    let kernel = weight.dim(2);
+    assert!(kernel > 0, "causal_depthwise_conv1d: empty kernel");
+    if let Some(bias) = bias {
+        assert_eq!(
+            bias.dims(),
+            [channels],
+            "causal_depthwise_conv1d: bias must be ({channels})"
+        );
+    }
+    let mut y = vec![0.0; x.numel()];
+    causal_conv1d_forward(
+        current_parallelism(),
+        &mut y,
+        x.data(),
+        weight.data(),
+        bias.map(Tensor::data),
+        (batch, time, channels, kernel),
+    );
+    match bias {
+        Some(bias) => Tensor::from_op(x.shape(), y, &[x, weight, bias], CausalConvBackward),
+        None => Tensor::from_op(x.shape(), y, &[x, weight], CausalConvBackward),
+    }
+}
+
+struct CausalConvBackward;
+
+impl Backward for CausalConvBackward {
+    fn name(&self) -> &'static str {
+        "causal_depthwise_conv1d"
+    }
+
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, grad: &Tensor) -> Vec<Option<Tensor>> {
+        let (x, weight) = (&inputs[0], &inputs[1]);
+        let dims = (x.dim(0), x.dim(1), x.dim(2), weight.dim(2));
+        let (dx, dw, db) = causal_conv1d_backward(
+            current_parallelism(),
+            grad.data(),
+            x.data(),
+            weight.data(),
+            dims,
+        );
+        let mut grads = vec![
+            Some(Tensor::from_vec(x.shape(), dx)),
+            Some(Tensor::from_vec(weight.shape(), dw)),
+        ];
+        if let Some(bias) = inputs.get(2) {
+            grads.push(Some(Tensor::from_vec(bias.shape(), db)));
+        }
+        grads
+    }
+}
+
+/// The causal window of QRNN: `x` (batch, time, D) to (batch, time,
+/// window D) whose row t is `[x_{t-window+1}, ..., x_t]` (oldest first,
+/// zeros before `t = 0`), as the reference's padded concatenation.
+///
+/// # Panics
+/// When `x` is not rank 3 or `window` is 0.
+#[track_caller]
+pub fn causal_window(x: &Tensor, window: usize) -> Tensor {
+    assert_eq!(
+        x.rank(),
+        3,
+        "causal_window: x must be (batch, time, features), got {:?}",
+        x.shape()
+    );
+    assert!(window > 0, "causal_window: window must be positive");
+    let (batch, time, features) = (x.dim(0), x.dim(1), x.dim(2));
+    let wide = window * features;
+    let mut out = vec![0.0; batch * time * wide];
+    let data = x.data();
+    for b in 0..batch {
+        for t in 0..time {
+            let row = &mut out[(b * time + t) * wide..(b * time + t + 1) * wide];
+            for i in 0..window {
+                if let Some(src) = (t + i).checked_sub(window - 1) {
+                    let s = (b * time + src) * features;
+                    row[i * features..(i + 1) * features].copy_from_slice(&data[s..s + features]);
+                }
+            }
+        }
+    }
+    Tensor::from_op(
+        [batch, time, wide],
+        out,
+        &[x],
+        CausalWindowBackward { window },
+    )
+}
+
+struct CausalWindowBackward {
+    window: usize,
+}
+
+impl Backward for CausalWindowBackward {
+    fn name(&self) -> &'static str {
+        "causal_window"
+    }
+
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, grad: &Tensor) -> Vec<Option<Tensor>> {
+        let x = &inputs[0];
+        let (batch, time, features) = (x.dim(0), x.dim(1), x.dim(2));
+        let window = self.window;
+        let wide = window * features;
+        let g = grad.data();
+        let mut dx = vec![0.0f32; x.numel()];
+        for b in 0..batch {
+            for t in 0..time {
+                let row = &g[(b * time + t) * wide..(b * time + t + 1) * wide];
+                for i in 0..window {
+                    if let Some(src) = (t + i).checked_sub(window - 1) {
+                        let s = (b * time + src) * features;
+                        for (d, v) in dx[s..s + features]
+                            .iter_mut()
+                            .zip(&row[i * features..(i + 1) * features])
+                        {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+        }
+        vec![Some(Tensor::from_vec(x.shape(), dx))]
+    }
+}
