@@ -182,7 +182,9 @@ pub fn chunk_role(layout: &RingLayout, worker: usize, chunk: usize) -> ChunkRole
     let hosted = layout.hosted(worker);
     let start_rank = chain_start(layout.virtual_ranks(), chunk);
     let owner = layout.worker_of(chunk);
-    let start = hosted.contains(&start_rank).then_some(start_rank..hosted.end);
+    let start = hosted
+        .contains(&start_rank)
+        .then_some(start_rank..hosted.end);
     let owns = owner == worker;
     let entering = (start_rank != hosted.start).then(|| {
         if owns {
