@@ -1,2 +1,4 @@
-//! worker: placeholder, see ARCHITECTURE.md.
+//! worker: training loop, collectives and data loading of a shoal worker.
 #![forbid(unsafe_code)]
+
+pub mod collective;
