@@ -22,6 +22,12 @@ pub enum WorkerError {
     /// A tensor operation on outside input failed (checkpoints).
     #[error(transparent)]
     Ops(#[from] ops::OpsError),
+    /// A collective failed (a peer died, stalled or sent garbage).
+    #[error(transparent)]
+    Collective(#[from] crate::collective::CollectiveError),
+    /// Setting up the transport failed.
+    #[error(transparent)]
+    Protocol(#[from] protocol::ProtocolError),
     /// A file could not be written or read.
     #[error("{path}: {source}")]
     Io {

@@ -1,0 +1,228 @@
+//! Single-node mode: a job's workers as tasks of one process, each with its
+//! own replica, joined in a ring over loopback QUIC by the same collective
+//! code that joins separate machines. What the tests and the demo use, and
+//! what proves that the number of workers does not change a single bit.
+use std::time::{Duration, Instant};
+
+use datasets::read::Reader;
+use datasets::Plan;
+use protocol::transport::{Identity, TransportTuning, bind_endpoint};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::WorkerError;
+use crate::collective::{CollectiveConfig, Ring, RingLayout, RingMemberAddress, RingSpec};
+use crate::local::StepReport;
+use crate::replica::{Replica, TrainingJob};
+
+/// How a single-node run is laid out.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Number of workers (each a task with its own replica).
+    pub workers: usize,
+    /// Collective settings; `bucket_elements` is taken from the job.
+    pub collective: CollectiveConfig,
+}
+
+/// One step as seen by the first worker, with where its time went.
+#[derive(Clone, Debug)]
+pub struct TimedStep {
+    /// The step's losses and learning rate.
+    pub report: StepReport,
+    /// Time spent reading data and drawing inputs.
+    pub data_wait: Duration,
+    /// Time spent computing gradients and updates.
+    pub compute: Duration,
+    /// Time spent in all-reduces.
+    pub all_reduce: Duration,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The final checkpoint (safetensors bytes), identical on every worker.
+    pub checkpoint: Vec<u8>,
+    /// Its SHA-256, hex.
+    pub checkpoint_sha256: String,
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Trains `job` to its last step with `options.workers` workers in this
+/// process. `open_data` opens the job's plan and reader (once per worker:
+/// each reads only what its virtual ranks need). `on_step` sees every step
+/// of the first worker. Fails if any worker fails, or if the replicas end
+/// up different (which would be a bug).
+pub async fn run_job(
+    job: TrainingJob,
+    open_data: impl Fn() -> Result<(Plan, Reader), WorkerError>,
+    options: RunOptions,
+    mut on_step: impl FnMut(&TimedStep),
+) -> Result<RunReport, WorkerError> {
+    let workers = options.workers;
+    if workers == 0 || workers > job.virtual_ranks {
+        return Err(WorkerError::Job {
+            reason: format!(
+                "{workers} workers cannot host {} virtual ranks (each needs at least one)",
+                job.virtual_ranks
+            ),
+        });
+    }
+    let config = CollectiveConfig {
+        bucket_elements: job.bucket_elements,
+        ..options.collective
+    };
+    let rings = form_rings(job.virtual_ranks, workers, config).await?;
+    let (sender, mut receiver) = mpsc::unbounded_channel();
+    let mut tasks = Vec::with_capacity(workers);
+    for (index, ring) in rings.into_iter().enumerate() {
+        let (plan, reader) = open_data()?;
+        let replica = Replica::new(job.clone(), plan, reader)?;
+        let sender = (index == 0).then(|| sender.clone());
+        tasks.push(tokio::spawn(train_replica(replica, ring, sender)));
+    }
+    drop(sender);
+    while let Some(step) = receiver.recv().await {
+        on_step(&step);
+    }
+    let mut checkpoints = Vec::with_capacity(workers);
+    for task in tasks {
+        let outcome = task.await.map_err(|error| WorkerError::Job {
+            reason: format!("a worker task failed: {error}"),
+        })?;
+        checkpoints.push(outcome?);
+    }
+    let hashes: Vec<String> = checkpoints.iter().map(|c| sha256_hex(c)).collect();
+    if hashes.iter().any(|h| *h != hashes[0]) {
+        return Err(WorkerError::Job {
+            reason: format!("replicas diverged: checkpoint hashes {hashes:?}"),
+        });
+    }
+    let checkpoint = checkpoints.swap_remove(0);
+    Ok(RunReport {
+        checkpoint,
+        checkpoint_sha256: hashes[0].clone(),
+    })
+}
+
+/// Rings of `workers` members over loopback QUIC hosting `virtual_ranks`
+/// as evenly as possible (a local ring for one worker).
+async fn form_rings(
+    virtual_ranks: usize,
+    workers: usize,
+    config: CollectiveConfig,
+) -> Result<Vec<Ring>, WorkerError> {
+    let layout = RingLayout::even(virtual_ranks, workers);
+    if workers == 1 {
+        return Ok(vec![Ring::local(layout, config)]);
+    }
+    let tuning = TransportTuning::default();
+    let mut nodes = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let identity = Identity::generate()?;
+        let endpoint = bind_endpoint("127.0.0.1:0".parse().expect("loopback"), None, &tuning)?;
+        nodes.push((endpoint, identity));
+    }
+    let mut members = Vec::with_capacity(workers);
+    for (worker, (endpoint, identity)) in nodes.iter().enumerate() {
+        members.push(RingMemberAddress {
+            address: endpoint.local_addr().map_err(|source| WorkerError::Io {
+                path: "loopback endpoint".into(),
+                source,
+            })?,
+            fingerprint: identity.fingerprint(),
+            virtual_rank_count: layout.hosted(worker).len(),
+        });
+    }
+    let mut tasks = Vec::with_capacity(workers);
+    for (my_index, (endpoint, identity)) in nodes.into_iter().enumerate() {
+        let spec = RingSpec {
+            job_id: 0,
+            generation: 1,
+            members: members.clone(),
+            my_index,
+        };
+        let config = config.clone();
+        let tuning = tuning.clone();
+        tasks.push(tokio::spawn(async move {
+            let ring = Ring::connect(&endpoint, &identity, &spec, config, &tuning).await;
+            (ring, endpoint)
+        }));
+    }
+    let mut rings = Vec::with_capacity(workers);
+    for task in tasks {
+        let (ring, endpoint) = task.await.map_err(|error| WorkerError::Job {
+            reason: format!("forming the ring failed: {error}"),
+        })?;
+        // The ring's connections live on the endpoint's driver: keep it
+        // running as long as the process (a run is one process).
+        std::mem::forget(endpoint);
+        rings.push(ring?);
+    }
+    Ok(rings)
+}
+
+/// Runs `blocking` (CPU-bound work on the replica) off the async threads.
+async fn off_thread<T: Send + 'static>(
+    replica: Replica,
+    blocking: impl FnOnce(&mut Replica) -> Result<T, WorkerError> + Send + 'static,
+) -> Result<(Replica, T), WorkerError> {
+    tokio::task::spawn_blocking(move || {
+        let mut replica = replica;
+        let value = blocking(&mut replica)?;
+        Ok((replica, value))
+    })
+    .await
+    .map_err(|error| WorkerError::Job {
+        reason: format!("a compute task failed: {error}"),
+    })?
+}
+
+/// One worker's training loop; returns its final checkpoint bytes.
+async fn train_replica(
+    mut replica: Replica,
+    mut ring: Ring,
+    steps: Option<mpsc::UnboundedSender<TimedStep>>,
+) -> Result<Vec<u8>, WorkerError> {
+    let hosted = ring.hosted();
+    while !replica.is_finished() {
+        let step = replica.completed_steps();
+        let lr = replica.next_lr();
+        let started = Instant::now();
+        let ranks = hosted.clone();
+        (replica, ()) = off_thread(replica, move |r| r.load_micro_batches(ranks)).await?;
+        let data_wait = started.elapsed();
+        let (mut compute, mut all_reduce) = (Duration::ZERO, Duration::ZERO);
+        let mut losses = Vec::new();
+        for (objective, name) in replica.objective_names().into_iter().enumerate() {
+            let began = Instant::now();
+            let mut buffers;
+            (replica, buffers) = off_thread(replica, move |r| r.gradients(objective)).await?;
+            compute += began.elapsed();
+            let began = Instant::now();
+            ring.all_reduce(&mut buffers).await?;
+            all_reduce += began.elapsed();
+            let began = Instant::now();
+            let loss;
+            (replica, loss) =
+                off_thread(replica, move |r| Ok(r.apply(objective, &buffers[0]))).await?;
+            compute += began.elapsed();
+            losses.push((name, loss));
+        }
+        replica.finish_step();
+        if let Some(steps) = &steps {
+            let _ = steps.send(TimedStep {
+                report: StepReport { step, lr, losses },
+                data_wait,
+                compute,
+                all_reduce,
+            });
+        }
+    }
+    let checkpoint = replica.checkpoint_bytes()?;
+    ring.shutdown().await;
+    Ok(checkpoint)
+}
