@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type};
-use arrow_array::{Array, ArrayRef, OffsetSizeTrait};
+use arrow_array::{Array, ArrayRef, Float32Array, Int64Array, OffsetSizeTrait, RecordBatch};
 use arrow_schema::DataType;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 use crate::dataset::Dataset;
 use crate::error::{DatasetError, Result};
@@ -67,22 +67,38 @@ impl Batch {
 /// each row starts.
 #[derive(Clone, Debug)]
 enum Values {
-    Floats(Vec<f32>),
-    Ints(Vec<i64>),
+    /// Kept as decoded (no copy) when the column is float32.
+    Floats(Float32Array),
+    /// Kept as decoded (no copy) when the column is int64.
+    Ints(Int64Array),
+}
+
+/// Where each row of a decoded column lies in its values.
+#[derive(Clone, Debug)]
+enum RowLayout {
+    /// Every row holds `width` values (scalars: 1; fixed-size lists).
+    Fixed(usize),
+    /// Row `r` holds `offsets[r]..offsets[r + 1]` (variable lists).
+    Offsets(Vec<usize>),
 }
 
 #[derive(Clone, Debug)]
 struct DecodedColumn {
     values: Values,
-    /// `rows + 1` offsets into `values`.
-    offsets: Vec<usize>,
+    layout: RowLayout,
 }
 
 impl DecodedColumn {
     fn row(&self, row: usize) -> Range {
-        Range {
-            start: self.offsets[row],
-            end: self.offsets[row + 1],
+        match &self.layout {
+            RowLayout::Fixed(width) => Range {
+                start: row * width,
+                end: (row + 1) * width,
+            },
+            RowLayout::Offsets(offsets) => Range {
+                start: offsets[row],
+                end: offsets[row + 1],
+            },
         }
     }
 }
@@ -97,6 +113,36 @@ impl Range {
     fn len(&self) -> usize {
         self.end - self.start
     }
+}
+
+/// A run of consecutive rows of one row group.
+struct Run<'a> {
+    group: &'a DecodedRowGroup,
+    start: usize,
+    end: usize,
+    /// Position of the run's first row in the batch.
+    position: usize,
+}
+
+/// Splits a batch's rows into runs of consecutive rows of one row group.
+fn runs<'a>(rows: &[(&'a DecodedRowGroup, usize)]) -> Vec<Run<'a>> {
+    let mut out: Vec<Run<'a>> = Vec::new();
+    for (position, &(group, row)) in rows.iter().enumerate() {
+        if let Some(last) = out.last_mut()
+            && std::ptr::eq(last.group, group)
+            && last.end == row
+        {
+            last.end += 1;
+            continue;
+        }
+        out.push(Run {
+            group,
+            start: row,
+            end: row + 1,
+            position,
+        });
+    }
+    out
 }
 
 /// One row group, decoded: a column per bound input.
@@ -208,7 +254,7 @@ impl Reader {
             .iter()
             .map(|location| (&*groups[&location.global_row_group], location.row as usize))
             .collect();
-        self.gather(samples.to_vec(), &rows)
+        self.gather(samples.to_vec(), &runs(&rows))
     }
 
     /// Reads every sample of row group `global_row_group` (over all files).
@@ -222,10 +268,14 @@ impl Reader {
                 message: format!("row group {global_row_group}"),
             })?;
         let group = self.row_group(global_row_group)?;
-        let rows: Vec<(&DecodedRowGroup, usize)> =
-            (0..span.rows as usize).map(|row| (&*group, row)).collect();
+        let whole = [Run {
+            group: &group,
+            start: 0,
+            end: span.rows as usize,
+            position: 0,
+        }];
         let samples = (span.first_sample..span.first_sample + span.rows).collect();
-        self.gather(samples, &rows)
+        self.gather(samples, &whole)
     }
 
     /// Reads the whole dataset into one batch (for small tables such as a
@@ -237,11 +287,16 @@ impl Reader {
         for group in 0..groups {
             decoded.push(self.decode(group)?);
         }
-        let mut rows = Vec::with_capacity(samples.len());
+        let mut whole = Vec::with_capacity(groups);
         for (group, span) in decoded.iter().zip(self.dataset.layout().row_groups()) {
-            rows.extend((0..span.rows as usize).map(|row| (group, row)));
+            whole.push(Run {
+                group,
+                start: 0,
+                end: span.rows as usize,
+                position: span.first_sample as usize,
+            });
         }
-        self.gather(samples, &rows)
+        self.gather(samples, &whole)
     }
 
     fn row_group(&mut self, global_row_group: usize) -> Result<Arc<DecodedRowGroup>> {
@@ -284,6 +339,53 @@ impl Reader {
         })
     }
 
+    /// A Parquet reader of the projected columns of one row group, in one
+    /// record batch (up to 2^20 rows per batch).
+    fn record_batch_reader(&self, global_row_group: usize) -> Result<ParquetRecordBatchReader> {
+        let span = self.dataset.layout().row_groups()[global_row_group];
+        let data_file = &self.dataset.files()[span.file];
+        let path = data_file.path();
+        let file = File::open(path).map_err(|source| DatasetError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let metadata = data_file.metadata().clone();
+        let mask = self.projection(metadata.parquet_schema());
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+            .with_projection(mask)
+            .with_row_groups(vec![span.row_group])
+            .with_batch_size((span.rows as usize).clamp(1, 1 << 20))
+            .build()
+            .map_err(|error| DatasetError::Parquet {
+                path: path.to_path_buf(),
+                message: error.to_string(),
+            })
+    }
+
+    /// The projected columns of one row group as Arrow record batches,
+    /// without conversion (for callers that want Arrow data, and to measure
+    /// decoding apart from conversion).
+    pub fn read_record_batches(&self, global_row_group: usize) -> Result<Vec<RecordBatch>> {
+        if global_row_group >= self.dataset.layout().row_groups().len() {
+            return Err(DatasetError::OutOfRange {
+                message: format!("row group {global_row_group}"),
+            });
+        }
+        let span = self.dataset.layout().row_groups()[global_row_group];
+        let path = self.dataset.files()[span.file].path();
+        let parquet_error = |message: String| DatasetError::Parquet {
+            path: path.to_path_buf(),
+            message: format!("row group {}: {message}", span.row_group),
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let reader = self.record_batch_reader(global_row_group)?;
+            reader
+                .map(|batch| batch.map_err(|error| parquet_error(error.to_string())))
+                .collect()
+        }))
+        .unwrap_or_else(|_| Err(parquet_error("decoder panicked".into())))
+    }
+
     fn decode_unguarded(&self, global_row_group: usize) -> Result<DecodedRowGroup> {
         let span = self.dataset.layout().row_groups()[global_row_group];
         let data_file = &self.dataset.files()[span.file];
@@ -292,29 +394,24 @@ impl Reader {
             path: path.to_path_buf(),
             message,
         };
-        let file = File::open(path).map_err(|source| DatasetError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let metadata = data_file.metadata().clone();
-        let mask = self.projection(metadata.parquet_schema());
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
-            .with_projection(mask)
-            .with_row_groups(vec![span.row_group])
-            .with_batch_size((span.rows as usize).clamp(1, 1 << 20))
-            .build()
-            .map_err(|error| parquet_error(error.to_string()))?;
+        let reader = self.record_batch_reader(global_row_group)?;
         let mut columns: Vec<DecodedColumn> = self
             .inputs
             .iter()
             .map(|input| DecodedColumn {
                 values: match input.input.kind {
-                    InputKind::FloatScalar | InputKind::FloatVector => Values::Floats(Vec::new()),
+                    InputKind::FloatScalar | InputKind::FloatVector => {
+                        Values::Floats(Float32Array::from(Vec::<f32>::new()))
+                    }
                     InputKind::IntScalar | InputKind::IntSequence { .. } => {
-                        Values::Ints(Vec::new())
+                        Values::Ints(Int64Array::from(Vec::<i64>::new()))
                     }
                 },
-                offsets: vec![0],
+                layout: match self.dataset.schema().field(input.column_index).data_type() {
+                    DataType::FixedSizeList(_, width) => RowLayout::Fixed(*width as usize),
+                    DataType::List(_) | DataType::LargeList(_) => RowLayout::Offsets(vec![0]),
+                    _ => RowLayout::Fixed(1),
+                },
             })
             .collect();
         let mut rows_done = 0u64;
@@ -345,38 +442,47 @@ impl Reader {
         })
     }
 
-    fn gather(&self, samples: Vec<u64>, rows: &[(&DecodedRowGroup, usize)]) -> Result<Batch> {
+    fn gather(&self, samples: Vec<u64>, runs: &[Run<'_>]) -> Result<Batch> {
         let mut batch = Batch {
             samples,
             ..Batch::default()
         };
-        let count = rows.len();
+        let count: usize = runs.iter().map(|run| run.end - run.start).sum();
         for (index, input) in self.inputs.iter().enumerate() {
             let name = input.input.name.to_string();
             match input.input.kind {
                 InputKind::FloatScalar | InputKind::FloatVector => {
                     let mut values = Vec::new();
                     let mut width = None;
-                    for (position, (group, row)) in rows.iter().enumerate() {
-                        let column = &group.columns[index];
-                        let range = column.row(*row);
-                        match width {
-                            None => width = Some(range.len()),
-                            Some(width) if width != range.len() => {
-                                return Err(self.value_error(
-                                    &batch.samples,
-                                    position,
-                                    &input.column,
-                                    format!(
-                                        "vector of length {}, expected {width} like the batch's first sample",
-                                        range.len()
-                                    ),
-                                ));
+                    for run in runs {
+                        let column = &run.group.columns[index];
+                        let Values::Floats(data) = &column.values else {
+                            continue;
+                        };
+                        for row in run.start..run.end {
+                            let range = column.row(row);
+                            match width {
+                                None => width = Some(range.len()),
+                                Some(width) if width != range.len() => {
+                                    return Err(self.value_error(
+                                        &batch.samples,
+                                        run.position + row - run.start,
+                                        &input.column,
+                                        format!(
+                                            "vector of length {}, expected {width} like the batch's first sample",
+                                            range.len()
+                                        ),
+                                    ));
+                                }
+                                Some(_) => {}
                             }
-                            Some(_) => {}
-                        }
-                        if let Values::Floats(data) = &column.values {
-                            values.extend_from_slice(&data[range.start..range.end]);
+                            if let RowLayout::Fixed(_) = column.layout {
+                                // Rows of one width: the run is one slice.
+                                let last = column.row(run.end - 1);
+                                values.extend_from_slice(&data.values()[range.start..last.end]);
+                                break;
+                            }
+                            values.extend_from_slice(&data.values()[range.start..range.end]);
                         }
                     }
                     let shape = match input.input.kind {
@@ -387,10 +493,12 @@ impl Reader {
                 }
                 InputKind::IntScalar => {
                     let mut values = Vec::with_capacity(count);
-                    for (group, row) in rows {
-                        let column = &group.columns[index];
+                    for run in runs {
+                        let column = &run.group.columns[index];
                         if let Values::Ints(data) = &column.values {
-                            values.push(data[column.row(*row).start]);
+                            let first = column.row(run.start).start;
+                            let last = column.row(run.end - 1).end;
+                            values.extend_from_slice(&data.values()[first..last]);
                         }
                     }
                     batch.ints.insert(
@@ -402,19 +510,25 @@ impl Reader {
                     );
                 }
                 InputKind::IntSequence { pad } => {
-                    let longest = rows
+                    let longest = runs
                         .iter()
-                        .map(|(group, row)| group.columns[index].row(*row).len())
+                        .flat_map(|run| {
+                            let column = &run.group.columns[index];
+                            (run.start..run.end).map(move |row| column.row(row).len())
+                        })
                         .max()
                         .unwrap_or(0);
                     let mut values = Vec::with_capacity(count * longest);
-                    for (group, row) in rows {
-                        let column = &group.columns[index];
-                        let range = column.row(*row);
-                        if let Values::Ints(data) = &column.values {
-                            values.extend_from_slice(&data[range.start..range.end]);
+                    for run in runs {
+                        let column = &run.group.columns[index];
+                        let Values::Ints(data) = &column.values else {
+                            continue;
+                        };
+                        for row in run.start..run.end {
+                            let range = column.row(row);
+                            values.extend_from_slice(&data.values()[range.start..range.end]);
+                            values.extend(std::iter::repeat_n(pad, longest - range.len()));
                         }
-                        values.extend(std::iter::repeat_n(pad, longest - range.len()));
                     }
                     batch.ints.insert(
                         name,
@@ -502,26 +616,26 @@ fn append_column(
         Values::Floats(values) => values.len(),
         Values::Ints(values) => values.len(),
     };
-    let (child, start, relative_offsets): (ArrayRef, usize, Vec<usize>) = match array.data_type() {
+    // The values of this array's rows and, for variable lists, their
+    // offsets relative to the first.
+    let (child, relative_offsets): (ArrayRef, Option<Vec<usize>>) = match array.data_type() {
         DataType::FixedSizeList(_, width) => {
             let list = array.as_fixed_size_list();
-            let width = *width as usize;
             let start = if rows > 0 { list.value_offset_at(0) } else { 0 };
-            (
-                list.values().slice(start, rows * width),
-                0,
-                (0..=rows).map(|row| row * width).collect(),
-            )
+            (list.values().slice(start, rows * *width as usize), None)
         }
         DataType::List(_) => list_parts::<i32>(array.as_list::<i32>()),
         DataType::LargeList(_) => list_parts::<i64>(array.as_list::<i64>()),
-        _ => (array.clone(), 0, (0..=rows).collect()),
+        _ => (array.clone(), None),
     };
-    let _ = start;
     if let Some(position) = first_null(child.as_ref()) {
-        let row = relative_offsets
-            .partition_point(|&offset| offset <= position)
-            .saturating_sub(1);
+        let row = match (&relative_offsets, &column.layout) {
+            (Some(offsets), _) => offsets
+                .partition_point(|&offset| offset <= position)
+                .saturating_sub(1),
+            (None, RowLayout::Fixed(width)) => position / (*width).max(1),
+            (None, RowLayout::Offsets(_)) => 0,
+        };
         return Err(bad_value(
             path,
             name,
@@ -531,10 +645,10 @@ fn append_column(
     }
     match &mut column.values {
         Values::Floats(values) => {
-            if let Some(floats) = child.as_primitive_opt::<Float32Type>() {
-                values.extend_from_slice(floats.values());
+            let decoded = if let Some(floats) = child.as_primitive_opt::<Float32Type>() {
+                floats.clone()
             } else if let Some(doubles) = child.as_primitive_opt::<Float64Type>() {
-                values.extend(doubles.values().iter().map(|&value| value as f32));
+                Float32Array::from_iter_values(doubles.values().iter().map(|&value| value as f32))
             } else {
                 return Err(bad_value(
                     path,
@@ -542,13 +656,20 @@ fn append_column(
                     first_row,
                     format!("expected floats, found {}", child.data_type()),
                 ));
-            }
+            };
+            *values = if values.is_empty() {
+                decoded
+            } else {
+                Float32Array::from_iter_values(
+                    values.values().iter().chain(decoded.values()).copied(),
+                )
+            };
         }
         Values::Ints(values) => {
-            if let Some(ints) = child.as_primitive_opt::<Int64Type>() {
-                values.extend_from_slice(ints.values());
+            let decoded = if let Some(ints) = child.as_primitive_opt::<Int64Type>() {
+                ints.clone()
             } else if let Some(ints) = child.as_primitive_opt::<Int32Type>() {
-                values.extend(ints.values().iter().map(|&value| i64::from(value)));
+                Int64Array::from_iter_values(ints.values().iter().map(|&value| i64::from(value)))
             } else {
                 return Err(bad_value(
                     path,
@@ -556,18 +677,36 @@ fn append_column(
                     first_row,
                     format!("expected integers, found {}", child.data_type()),
                 ));
-            }
+            };
+            *values = if values.is_empty() {
+                decoded
+            } else {
+                Int64Array::from_iter_values(
+                    values.values().iter().chain(decoded.values()).copied(),
+                )
+            };
         }
     }
-    column
-        .offsets
-        .extend(relative_offsets[1..].iter().map(|offset| base + offset));
+    match (&mut column.layout, relative_offsets) {
+        (RowLayout::Offsets(offsets), Some(relative)) => {
+            offsets.extend(relative[1..].iter().map(|offset| base + offset));
+        }
+        (RowLayout::Fixed(_), None) => {}
+        _ => {
+            return Err(bad_value(
+                path,
+                name,
+                first_row,
+                "list layout changed between record batches".into(),
+            ));
+        }
+    }
     Ok(())
 }
 
 fn list_parts<O: OffsetSizeTrait>(
     list: &arrow_array::GenericListArray<O>,
-) -> (ArrayRef, usize, Vec<usize>) {
+) -> (ArrayRef, Option<Vec<usize>>) {
     let offsets = list.value_offsets();
     let first = offsets.first().map(|offset| offset.as_usize()).unwrap_or(0);
     let last = offsets.last().map(|offset| offset.as_usize()).unwrap_or(0);
@@ -575,7 +714,7 @@ fn list_parts<O: OffsetSizeTrait>(
         .iter()
         .map(|offset| offset.as_usize() - first)
         .collect();
-    (list.values().slice(first, last - first), first, relative)
+    (list.values().slice(first, last - first), Some(relative))
 }
 
 /// A whole graph read from a node table and an edge table, as one batch:

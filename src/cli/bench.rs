@@ -35,12 +35,14 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
 /// plus conversion to flat f32/i64 arrays), `repeats` times, and prints the
 /// median pass as rows/s and MB/s (MB of the decoded f32/i64 arrays a
 /// trainer receives; the projected column chunks' uncompressed size from the
-/// footers is printed too).
+/// footers is printed too). `arrow_only_*` times decoding into Arrow record
+/// batches alone (what `pq.read_table` does), without the conversion.
 fn bench_data(files: &[PathBuf], task: &str, repeats: usize) -> anyhow::Result<()> {
     let task = datasets::Task::from_name(task)?;
     let dataset = datasets::Dataset::open(files)?;
     let row_groups = dataset.layout().row_groups().len();
     let mut seconds = Vec::new();
+    let mut arrow_seconds = Vec::new();
     let mut value_bytes = 0;
     let mut uncompressed = 0;
     for _ in 0..repeats.max(1) {
@@ -54,7 +56,14 @@ fn bench_data(files: &[PathBuf], task: &str, repeats: usize) -> anyhow::Result<(
             value_bytes += reader.read_row_group(group)?.value_bytes();
         }
         seconds.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        for group in 0..row_groups {
+            reader.read_record_batches(group)?;
+        }
+        arrow_seconds.push(start.elapsed().as_secs_f64());
     }
+    arrow_seconds.sort_by(f64::total_cmp);
+    let arrow_median = arrow_seconds[arrow_seconds.len() / 2];
     seconds.sort_by(f64::total_cmp);
     let median = seconds[seconds.len() / 2];
     let rows = dataset.samples();
@@ -70,6 +79,8 @@ fn bench_data(files: &[PathBuf], task: &str, repeats: usize) -> anyhow::Result<(
         "bytes": value_bytes,
         "mb_per_second": value_bytes as f64 / 1e6 / median,
         "uncompressed_column_bytes": uncompressed,
+        "arrow_only_seconds_median": arrow_median,
+        "arrow_only_rows_per_second": rows as f64 / arrow_median,
     });
     println!("{report}");
     Ok(())
