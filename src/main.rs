@@ -20,6 +20,9 @@ enum Command {
     /// Measure kernels, models and collectives.
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
+    /// Generate synthetic datasets and inspect Parquet files.
+    #[command(subcommand)]
+    Data(cli::data::DataCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +36,6 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(command) => cli::bench::run(command),
+        Command::Data(command) => cli::data::run(command),
     }
 }

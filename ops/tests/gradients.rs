@@ -94,6 +94,12 @@ fn broadcasting_arithmetic() {
         (&[2, 3, 4], &[3, 1]),
         (&[5], &[]),
         (&[2, 1, 3, 2], &[4, 1, 2]),
+        // fast paths: a scalar or a trailing block on either side
+        (&[], &[5]),
+        (&[4], &[3, 4]),
+        (&[1, 4], &[3, 4]),
+        (&[2, 3, 4], &[1, 3, 4]),
+        (&[65, 3], &[1]),
     ];
     for (i, (a, b)) in pairs.iter().enumerate() {
         let (x, y) = (sample(a, i as u64), sample(b, 100 + i as u64));
@@ -489,4 +495,28 @@ fn norms() {
             .mul(&w);
         check_values(&x.rms_norm(&w, 1e-5), composed.data(), 1e-5);
     }
+}
+
+#[test]
+fn broadcast_values() {
+    let x = Tensor::from_vec([2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let row = Tensor::from_vec([3], vec![10.0, 20.0, 30.0]);
+    let column = Tensor::from_vec([2, 1], vec![100.0, 200.0]);
+    check_values(&x.add(&row), &[11.0, 22.0, 33.0, 14.0, 25.0, 36.0], 0.0);
+    check_values(&row.sub(&x), &[9.0, 18.0, 27.0, 6.0, 15.0, 24.0], 0.0);
+    check_values(
+        &x.mul(&column),
+        &[100.0, 200.0, 300.0, 800.0, 1000.0, 1200.0],
+        0.0,
+    );
+    check_values(
+        &Tensor::scalar(6.0).div(&x),
+        &[6.0, 3.0, 2.0, 1.5, 1.2, 1.0],
+        1e-7,
+    );
+    check_values(
+        &x.sub(&Tensor::scalar(1.0)),
+        &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+        0.0,
+    );
 }

@@ -1,2 +1,3 @@
 //! Subcommands of the `shoal` binary, one module each.
 pub(crate) mod bench;
+pub(crate) mod data;

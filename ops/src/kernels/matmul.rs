@@ -83,4 +83,11 @@ pub fn gemm(
     let rhs = view(b, k, n, b_layout);
     let out = MatMut::from_row_major_slice_mut(dst, m, n);
     faer::linalg::matmul::matmul(out, accum, lhs, rhs, alpha, par);
+    // faer's wide-vector kernels may leave the upper register state dirty,
+    // which slows every libm call after them (see `vector_state`).
+    if crate::parallel::is_parallel(par) {
+        crate::kernels::vector_state::clear_upper_vector_state_everywhere();
+    } else {
+        crate::kernels::vector_state::clear_upper_vector_state();
+    }
 }

@@ -8,3 +8,4 @@ pub mod matmul;
 pub mod recurrent;
 pub mod scan;
 pub mod sparse;
+pub mod vector_state;

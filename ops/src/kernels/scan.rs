@@ -16,6 +16,7 @@
 use faer::Par;
 use rayon::prelude::*;
 
+use crate::kernels::vector_state::clear_upper_vector_state;
 use crate::parallel::is_parallel;
 
 /// Channels per unit of work in the fused scans.
@@ -50,6 +51,10 @@ pub(crate) fn map_units<R: Send>(
     units: usize,
     f: impl Fn(usize) -> R + Sync + Send,
 ) -> Vec<R> {
+    let f = |unit| {
+        clear_upper_vector_state();
+        f(unit)
+    };
     if is_parallel(par) && units > 1 {
         (0..units).into_par_iter().map(f).collect()
     } else {
@@ -59,6 +64,10 @@ pub(crate) fn map_units<R: Send>(
 
 /// Runs `f(index, item)` over `items`, in parallel when `par` allows.
 pub(crate) fn for_each_item<T: Send>(par: Par, items: Vec<T>, f: impl Fn(T) + Sync + Send) {
+    let f = |item| {
+        clear_upper_vector_state();
+        f(item)
+    };
     if is_parallel(par) && items.len() > 1 {
         items.into_par_iter().for_each(f);
     } else {

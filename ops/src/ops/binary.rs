@@ -1,7 +1,10 @@
 //! Broadcasting binary arithmetic (add, sub, mul, div) and its backward.
 use crate::autograd::Backward;
-use crate::kernels::elementwise::zip_map;
-use crate::parallel::current_parallelism;
+use faer::Par;
+
+use crate::kernels::elementwise::{map, zip_map};
+use crate::ops::{for_each_row_mut, sum_over_rows};
+use crate::parallel::{current_parallelism, deterministic_sum};
 use crate::shape::{MAX_RANK, Shape};
 use crate::tensor::Tensor;
 
@@ -76,10 +79,55 @@ pub(crate) fn sum_to_shape(grad: &[f32], from: &Shape, to: &Shape) -> Vec<f32> {
     if from == to {
         return grad.to_vec();
     }
+    let par = current_parallelism();
+    if to.numel() == 1 {
+        return vec![deterministic_sum(par, grad)];
+    }
+    if is_trailing_block(to, from) {
+        // A bias-like operand: sums over rows, in fixed groups of rows.
+        let width = to.numel();
+        return sum_over_rows(par, grad.len() / width, width, width, |r, partial| {
+            for (p, &g) in partial.iter_mut().zip(&grad[r * width..(r + 1) * width]) {
+                *p += g;
+            }
+        });
+    }
     let mut out = vec![0.0; to.numel()];
     let strides = broadcast_strides(to, from);
     for_each_broadcast(from, strides, [0; MAX_RANK], |i, o, _| {
         out[o] += grad[i];
+    });
+    out
+}
+
+/// Whether `small` (leading ones aside) equals the trailing dimensions of
+/// `big`: `big` is then rows of `small.numel()` elements, each combined with
+/// `small` (a bias added to every row).
+fn is_trailing_block(small: &Shape, big: &Shape) -> bool {
+    let dims = small.dims();
+    let first = dims.iter().position(|&d| d != 1).unwrap_or(dims.len());
+    let core = &dims[first..];
+    core.len() <= big.rank() && !core.is_empty() && big.dims()[big.rank() - core.len()..] == *core
+}
+
+/// `f(rows[r, j], block[j])` for every row of `rows` (rows of
+/// `block.len()` elements), in parallel over fixed groups of rows.
+fn rows_with_block(
+    par: Par,
+    rows: &[f32],
+    block: &[f32],
+    f: impl Fn(f32, f32) -> f32 + Sync + Send,
+) -> Vec<f32> {
+    let width = block.len();
+    let mut out = vec![0.0; rows.len()];
+    for_each_row_mut(par, &mut out, width, |r, row| {
+        for ((o, &x), &y) in row
+            .iter_mut()
+            .zip(&rows[r * width..(r + 1) * width])
+            .zip(block)
+        {
+            *o = f(x, y);
+        }
     });
     out
 }
@@ -92,10 +140,19 @@ fn binary(kind: BinaryKind, a: &Tensor, b: &Tensor) -> Tensor {
             b.shape()
         )
     });
+    let par = current_parallelism();
     let data = if a.shape() == b.shape() {
-        zip_map(current_parallelism(), a.data(), b.data(), move |x, y| {
-            kind.apply(x, y)
-        })
+        zip_map(par, a.data(), b.data(), move |x, y| kind.apply(x, y))
+    } else if a.shape() == shape && b.numel() == 1 {
+        let y = b.data()[0];
+        map(par, a.data(), move |x| kind.apply(x, y))
+    } else if b.shape() == shape && a.numel() == 1 {
+        let x = a.data()[0];
+        map(par, b.data(), move |y| kind.apply(x, y))
+    } else if a.shape() == shape && is_trailing_block(&b.shape(), &shape) {
+        rows_with_block(par, a.data(), b.data(), move |x, y| kind.apply(x, y))
+    } else if b.shape() == shape && is_trailing_block(&a.shape(), &shape) {
+        rows_with_block(par, b.data(), a.data(), move |y, x| kind.apply(x, y))
     } else {
         let mut out = vec![0.0; shape.numel()];
         let (ad, bd) = (a.data(), b.data());
@@ -128,8 +185,23 @@ impl Backward for BinaryBackward {
         let g = grad.data();
         // Gradient of each input at the output's shape, then summed down.
         let (ga, gb): (Option<Vec<f32>>, Option<Vec<f32>>) = match self.0 {
-            BinaryKind::Add => (Some(g.to_vec()), Some(g.to_vec())),
-            BinaryKind::Sub => (Some(g.to_vec()), Some(g.iter().map(|x| -x).collect())),
+            BinaryKind::Add | BinaryKind::Sub => {
+                let pass = |input: &Tensor, sign: f32| {
+                    input.requires_grad().then(|| {
+                        if input.shape() == out_shape && sign == 1.0 {
+                            // Passes through unchanged: shared, no copy.
+                            return Tensor::from_shared(input.shape(), grad.shared_data().clone());
+                        }
+                        let mut v = sum_to_shape(g, &out_shape, &input.shape());
+                        if sign != 1.0 {
+                            v.iter_mut().for_each(|x| *x = -*x);
+                        }
+                        Tensor::from_vec(input.shape(), v)
+                    })
+                };
+                let sign_b = if self.0 == BinaryKind::Add { 1.0 } else { -1.0 };
+                return vec![pass(a, 1.0), pass(b, sign_b)];
+            }
             BinaryKind::Mul => (
                 a.requires_grad()
                     .then(|| times_broadcast(g, &out_shape, b, |g, y| g * y)),
@@ -150,11 +222,17 @@ impl Backward for BinaryBackward {
                 }),
             ),
         };
+        let reduce = |v: Vec<f32>, input: &Tensor| {
+            let data = if input.shape() == out_shape {
+                v
+            } else {
+                sum_to_shape(&v, &out_shape, &input.shape())
+            };
+            Tensor::from_vec(input.shape(), data)
+        };
         vec![
-            ga.filter(|_| a.requires_grad())
-                .map(|v| Tensor::from_vec(a.shape(), sum_to_shape(&v, &out_shape, &a.shape()))),
-            gb.filter(|_| b.requires_grad())
-                .map(|v| Tensor::from_vec(b.shape(), sum_to_shape(&v, &out_shape, &b.shape()))),
+            ga.filter(|_| a.requires_grad()).map(|v| reduce(v, a)),
+            gb.filter(|_| b.requires_grad()).map(|v| reduce(v, b)),
         ]
     }
 }
@@ -166,8 +244,16 @@ fn times_broadcast(
     other: &Tensor,
     f: impl Fn(f32, f32) -> f32 + Sync + Send,
 ) -> Vec<f32> {
+    let par = current_parallelism();
     if other.shape() == *out {
-        return zip_map(current_parallelism(), g, other.data(), f);
+        return zip_map(par, g, other.data(), f);
+    }
+    if other.numel() == 1 {
+        let y = other.data()[0];
+        return map(par, g, move |g| f(g, y));
+    }
+    if is_trailing_block(&other.shape(), out) {
+        return rows_with_block(par, g, other.data(), f);
     }
     let mut r = vec![0.0; out.numel()];
     let od = other.data();

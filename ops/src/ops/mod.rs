@@ -56,3 +56,35 @@ pub(crate) fn for_each_row_with_cost(
         }
     });
 }
+
+/// Sums over rows of `0..rows` of per-row contributions of width `width`:
+/// `add(row, partial)` adds row `row`'s contribution into `partial`. Rows
+/// are taken in fixed groups (sized by `cols` only); the groups' partial
+/// sums are added in index order.
+pub(crate) fn sum_over_rows(
+    par: Par,
+    rows: usize,
+    cols: usize,
+    width: usize,
+    add: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    let rows_per_group = (CHUNK / cols.max(1)).max(1);
+    let groups = rows.div_ceil(rows_per_group);
+    let mut partials = vec![0.0; groups * width];
+    if width == 0 {
+        return partials;
+    }
+    for_each_chunk_mut(par, &mut partials, width, |group, partial| {
+        let start = group * rows_per_group;
+        for r in start..(start + rows_per_group).min(rows) {
+            add(r, partial);
+        }
+    });
+    let mut total = vec![0.0; width];
+    for partial in partials.chunks_exact(width) {
+        for (t, &p) in total.iter_mut().zip(partial) {
+            *t += p;
+        }
+    }
+    total
+}

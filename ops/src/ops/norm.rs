@@ -6,47 +6,13 @@
 //! bias gradients are sums over rows, taken in fixed groups of rows whose
 //! partial sums are combined in index order, so every bit is the same
 //! whatever the thread count.
-use faer::Par;
-
 use crate::autograd::Backward;
-use crate::ops::{for_each_row_mut, for_each_row_with_cost};
-use crate::parallel::{CHUNK, current_parallelism, for_each_chunk_mut};
+use crate::ops::{for_each_row_mut, for_each_row_with_cost, sum_over_rows};
+use crate::parallel::current_parallelism;
 use crate::tensor::Tensor;
 
 /// PyTorch's default `eps` for `LayerNorm` (and the reference `RMSNorm`).
 pub const NORM_EPS: f32 = 1e-5;
-
-/// Sums over rows of `0..rows` of per-row contributions of width `width`:
-/// `add(row, partial)` adds row `row`'s contribution into `partial`. Rows
-/// are taken in fixed groups (sized by `cols` only); the groups' partial
-/// sums are added in index order.
-fn sum_over_rows(
-    par: Par,
-    rows: usize,
-    cols: usize,
-    width: usize,
-    add: impl Fn(usize, &mut [f32]) + Sync + Send,
-) -> Vec<f32> {
-    let rows_per_group = (CHUNK / cols.max(1)).max(1);
-    let groups = rows.div_ceil(rows_per_group);
-    let mut partials = vec![0.0; groups * width];
-    if width == 0 {
-        return partials;
-    }
-    for_each_chunk_mut(par, &mut partials, width, |group, partial| {
-        let start = group * rows_per_group;
-        for r in start..(start + rows_per_group).min(rows) {
-            add(r, partial);
-        }
-    });
-    let mut total = vec![0.0; width];
-    for partial in partials.chunks_exact(width) {
-        for (t, &p) in total.iter_mut().zip(partial) {
-            *t += p;
-        }
-    }
-    total
-}
 
 #[track_caller]
 fn check_affine(what: &str, x: &Tensor, parameter: Option<&Tensor>, name: &str) {

@@ -1,0 +1,443 @@
+//! The coordinator's shared state: the job store, the scheduler and the
+//! Prometheus metrics behind one lock, with the clock read here (and only
+//! here) to feed the pure scheduler.
+//!
+//! The HTTP API calls the job methods; the QUIC side (not written yet)
+//! calls the worker methods (`register_worker`, `heartbeat`, `report_*`)
+//! and sends the [`Action`]s it receives from the channel returned by
+//! [`Coordinator::open`] to the workers.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::error::{CoordinatorError, Result};
+use crate::job::{JobId, JobState, WorkerId};
+use crate::scheduler::{
+    Action, Demand, Outcome, Ring, Scheduler, SchedulerConfig, WorkerInfo, WorkerStatus,
+};
+use crate::spec::JobSpec;
+use crate::store::{CheckpointRecord, JobRecord, JobStore, StepMetrics, Transition};
+use crate::tokens::ApiToken;
+
+/// How to open a coordinator.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Where the job store and checkpoints live.
+    pub data_dir: PathBuf,
+    /// The bearer token the HTTP API requires.
+    pub api_token: String,
+    /// Heartbeat timeout and the like.
+    pub scheduler: SchedulerConfig,
+}
+
+/// The Prometheus metrics of the coordinator.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// `shoal_jobs{state}`: jobs in each state.
+    pub jobs: IntGaugeVec,
+    /// `shoal_workers_alive`: registered, live workers.
+    pub workers_alive: IntGauge,
+    /// `shoal_api_requests_total{route,status}`: HTTP requests served.
+    pub api_requests: IntCounterVec,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let jobs = IntGaugeVec::new(Opts::new("shoal_jobs", "Jobs in each state"), &["state"])
+            .expect("valid metric");
+        let workers_alive =
+            IntGauge::new("shoal_workers_alive", "Registered, live workers").expect("valid metric");
+        let api_requests = IntCounterVec::new(
+            Opts::new(
+                "shoal_api_requests_total",
+                "HTTP API requests by route and status",
+            ),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(jobs.clone()))
+            .expect("registered once");
+        registry
+            .register(Box::new(workers_alive.clone()))
+            .expect("registered once");
+        registry
+            .register(Box::new(api_requests.clone()))
+            .expect("registered once");
+        Metrics {
+            registry,
+            jobs,
+            workers_alive,
+            api_requests,
+        }
+    }
+}
+
+struct Inner {
+    store: JobStore,
+    scheduler: Scheduler,
+}
+
+/// The coordinator's state, shared by the HTTP handlers and the worker
+/// connections.
+pub struct Coordinator {
+    inner: Mutex<Inner>,
+    metrics: Metrics,
+    api_token: ApiToken,
+    data_dir: PathBuf,
+    started: Instant,
+    outbox: mpsc::UnboundedSender<Action>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Unix time in milliseconds.
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+impl Coordinator {
+    /// Opens the store under `config.data_dir` (creating the directory),
+    /// puts every unfinished job back in the queue, and returns the
+    /// coordinator with the receiving end of the actions meant for
+    /// workers ([`Action::FormRing`], [`Action::Hold`], [`Action::Release`],
+    /// [`Action::WorkerDead`]).
+    pub fn open(
+        config: CoordinatorConfig,
+    ) -> Result<(Arc<Coordinator>, mpsc::UnboundedReceiver<Action>)> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| CoordinatorError::Io {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let store = JobStore::open(&config.data_dir.join("jobs.sqlite"))?;
+        Coordinator::with_store(store, config)
+    }
+
+    /// Like [`open`](Self::open) with a given store (in memory for tests).
+    pub fn with_store(
+        mut store: JobStore,
+        config: CoordinatorConfig,
+    ) -> Result<(Arc<Coordinator>, mpsc::UnboundedReceiver<Action>)> {
+        let mut scheduler = Scheduler::new(config.scheduler);
+        let now_ms = unix_ms();
+        for job in store.unfinished_jobs()? {
+            if job.state != JobState::Queued {
+                store.set_state(
+                    job.id,
+                    JobState::Queued,
+                    "coordinator restarted: waiting for workers",
+                    None,
+                    now_ms,
+                )?;
+            }
+            scheduler.submit(job.id, demand(&job.spec));
+        }
+        let (outbox, receiver) = mpsc::unbounded_channel();
+        let coordinator = Arc::new(Coordinator {
+            inner: Mutex::new(Inner { store, scheduler }),
+            metrics: Metrics::new(),
+            api_token: ApiToken::new(&config.api_token),
+            data_dir: config.data_dir,
+            started: Instant::now(),
+            outbox,
+        });
+        {
+            let mut inner = coordinator.lock();
+            coordinator.apply(&mut inner)?;
+        }
+        Ok((coordinator, receiver))
+    }
+
+    // ---- getters ----
+
+    /// The metrics (for `/metrics` and the HTTP layer's counters).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The API token.
+    pub fn api_token(&self) -> &ApiToken {
+        &self.api_token
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Where job `job`'s checkpoints are written.
+    pub fn checkpoint_dir(&self, job: JobId) -> PathBuf {
+        self.data_dir
+            .join("checkpoints")
+            .join(format!("job-{}", job.0))
+    }
+
+    /// Time since this coordinator started: the scheduler's clock.
+    pub fn uptime(&self) -> Duration {
+        self.now()
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the store consistent (each
+        // write is a transaction): keep serving.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    // ---- jobs (HTTP API) ----
+
+    /// Stores a validated job and queues it.
+    pub fn submit(&self, spec: &JobSpec) -> Result<JobId> {
+        spec.validate()?;
+        let mut inner = self.lock();
+        let id = inner.store.insert_job(spec, unix_ms())?;
+        inner.scheduler.submit(id, demand(spec));
+        self.apply(&mut inner)?;
+        Ok(id)
+    }
+
+    /// The job `id`.
+    pub fn job(&self, id: JobId) -> Result<JobRecord> {
+        self.lock().store.job(id)
+    }
+
+    /// Every job, oldest first.
+    pub fn jobs(&self) -> Result<Vec<JobRecord>> {
+        self.lock().store.jobs()
+    }
+
+    /// The state changes of job `id`.
+    pub fn transitions(&self, id: JobId) -> Result<Vec<Transition>> {
+        self.lock().store.transitions(id)
+    }
+
+    /// The per-step metrics of job `id`.
+    pub fn job_metrics(&self, id: JobId) -> Result<Vec<StepMetrics>> {
+        self.lock().store.metrics(id)
+    }
+
+    /// The last step job `id` reported.
+    pub fn last_step(&self, id: JobId) -> Result<Option<u64>> {
+        self.lock().store.last_step(id)
+    }
+
+    /// The newest checkpoint of job `id`.
+    pub fn latest_checkpoint(&self, id: JobId) -> Result<Option<CheckpointRecord>> {
+        self.lock().store.latest_checkpoint(id)
+    }
+
+    /// Job `id`'s current ring, while it is unfinished.
+    pub fn ring(&self, id: JobId) -> Option<Ring> {
+        self.lock().scheduler.ring(id)
+    }
+
+    /// Cancels job `id`: its workers are released. A job that is over
+    /// gives [`CoordinatorError::InvalidTransition`].
+    pub fn cancel(&self, id: JobId) -> Result<JobRecord> {
+        let mut inner = self.lock();
+        let job = inner.store.job(id)?;
+        if job.state.is_terminal() {
+            return Err(CoordinatorError::InvalidTransition {
+                id,
+                from: job.state,
+                to: JobState::Cancelled,
+            });
+        }
+        if !inner.scheduler.finish(id, Outcome::Cancelled) {
+            inner
+                .store
+                .set_state(id, JobState::Cancelled, "cancelled", None, unix_ms())?;
+        }
+        self.apply(&mut inner)?;
+        inner.store.job(id)
+    }
+
+    // ---- workers (QUIC side) ----
+
+    /// Live workers.
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        self.lock().scheduler.workers().cloned().collect()
+    }
+
+    /// A worker registers; returns its id.
+    pub fn register_worker(&self, info: WorkerInfo) -> Result<WorkerId> {
+        let mut inner = self.lock();
+        let now = self.now();
+        let id = inner.scheduler.handle_register(info, now);
+        self.apply(&mut inner)?;
+        Ok(id)
+    }
+
+    /// A worker's heartbeat; `false` if it must register again.
+    pub fn heartbeat(&self, worker: WorkerId) -> bool {
+        let now = self.now();
+        self.lock().scheduler.handle_heartbeat(worker, now)
+    }
+
+    /// A worker leaves cleanly.
+    pub fn worker_left(&self, worker: WorkerId) -> Result<()> {
+        let mut inner = self.lock();
+        inner.scheduler.handle_leave(worker);
+        self.apply(&mut inner)
+    }
+
+    /// Declares dead the workers whose heartbeats stopped; returns when to
+    /// call again. The driver calls it on a timer.
+    pub fn tick(&self) -> Result<Duration> {
+        let mut inner = self.lock();
+        let now = self.now();
+        inner.scheduler.handle_timeout(now);
+        self.apply(&mut inner)?;
+        let timeout = inner.scheduler.config().heartbeat_timeout;
+        Ok(inner
+            .scheduler
+            .poll_timeout()
+            .map_or(timeout, |deadline| deadline.saturating_sub(now))
+            .max(Duration::from_millis(10)))
+    }
+
+    /// A job's workers completed step `step` with these metrics.
+    pub fn report_step(&self, job: JobId, step: u64, values: &BTreeMap<String, f64>) -> Result<()> {
+        self.lock()
+            .store
+            .record_metrics(job, step, values, unix_ms())
+    }
+
+    /// Writes a checkpoint of job `job` after `step` (to a temporary file,
+    /// synced, then renamed), records it, and deletes the checkpoints past
+    /// the job's retention count.
+    pub fn store_checkpoint(
+        &self,
+        job: JobId,
+        step: u64,
+        bytes: &[u8],
+    ) -> Result<CheckpointRecord> {
+        let keep = self.lock().store.job(job)?.spec.checkpoint.keep as usize;
+        let directory = self.checkpoint_dir(job);
+        let path = directory.join(format!("step-{step:09}.safetensors"));
+        write_atomically(&directory, &path, bytes)?;
+        let record = CheckpointRecord {
+            step,
+            path: path.display().to_string(),
+            sha256: hex::encode(Sha256::digest(bytes)),
+            bytes: bytes.len() as u64,
+            at_ms: unix_ms(),
+        };
+        let removed = {
+            let mut inner = self.lock();
+            inner.store.record_checkpoint(job, &record)?;
+            inner.store.prune_checkpoints(job, keep)?
+        };
+        for old in removed {
+            if let Err(error) = std::fs::remove_file(&old.path) {
+                tracing::warn!(path = %old.path, %error, "could not delete an old checkpoint");
+            }
+        }
+        Ok(record)
+    }
+
+    /// Job `job` ended (its workers report completion, or a failure such as
+    /// an unreadable dataset).
+    pub fn report_finished(&self, job: JobId, outcome: Outcome) -> Result<()> {
+        let mut inner = self.lock();
+        if !inner.scheduler.finish(job, outcome.clone()) {
+            let (state, error) = match &outcome {
+                Outcome::Completed => (JobState::Completed, None),
+                Outcome::Failed(error) => (JobState::Failed, Some(error.as_str())),
+                Outcome::Cancelled => (JobState::Cancelled, None),
+            };
+            inner
+                .store
+                .set_state(job, state, "reported finished", error, unix_ms())?;
+        }
+        self.apply(&mut inner)
+    }
+
+    // ---- internals ----
+
+    /// Persists the scheduler's state changes, forwards what workers must
+    /// hear, and refreshes the gauges.
+    fn apply(&self, inner: &mut Inner) -> Result<()> {
+        let now_ms = unix_ms();
+        while let Some(action) = inner.scheduler.poll_action() {
+            match &action {
+                Action::SetJobState { job, state, reason } => {
+                    let error = (*state == JobState::Failed).then_some(reason.as_str());
+                    inner.store.set_state(*job, *state, reason, error, now_ms)?;
+                    tracing::info!(job = job.0, state = %state, reason, "job state");
+                }
+                Action::WorkerDead { worker } => {
+                    tracing::warn!(%worker, "worker missed its heartbeats: declared dead");
+                    let _ = self.outbox.send(action);
+                }
+                _ => {
+                    // No receiver (no QUIC side yet, or shutting down): the
+                    // action is dropped; the scheduler's state stays right.
+                    let _ = self.outbox.send(action);
+                }
+            }
+        }
+        for (state, count) in inner.store.count_by_state()? {
+            self.metrics
+                .jobs
+                .with_label_values(&[state.as_str()])
+                .set(count as i64);
+        }
+        self.metrics
+            .workers_alive
+            .set(inner.scheduler.workers().count() as i64);
+        Ok(())
+    }
+}
+
+/// What a job's spec asks of the scheduler.
+pub fn demand(spec: &JobSpec) -> Demand {
+    Demand {
+        min_workers: spec.min_workers(),
+        max_workers: spec.max_workers(),
+        virtual_ranks: spec.virtual_ranks,
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in `directory`,
+/// synced before the rename, so a reader sees the whole file or none.
+pub fn write_atomically(directory: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CoordinatorError::Io { path, source }
+    };
+    std::fs::create_dir_all(directory).map_err(io_error(directory))?;
+    let temporary = path.with_extension("safetensors.partial");
+    let mut file = std::fs::File::create(&temporary).map_err(io_error(&temporary))?;
+    file.write_all(bytes).map_err(io_error(&temporary))?;
+    file.sync_all().map_err(io_error(&temporary))?;
+    drop(file);
+    std::fs::rename(&temporary, path).map_err(io_error(path))?;
+    // Make the rename itself durable.
+    if let Ok(directory) = std::fs::File::open(directory) {
+        let _ = directory.sync_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,747 @@
+//! Reading samples: only the columns a task needs (projection) and only the
+//! row groups a batch touches (row-group selection), decoded once into flat
+//! arrays and kept in a small cache of whole row groups, so memory stays
+//! bounded by `cache_row_groups` row groups whatever the dataset's size.
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type};
+use arrow_array::{Array, ArrayRef, Float32Array, Int64Array, OffsetSizeTrait, RecordBatch};
+use arrow_schema::DataType;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+
+use crate::dataset::Dataset;
+use crate::error::{DatasetError, Result};
+use crate::task::{BoundInput, ColumnMapping, InputKind, Task, bind};
+
+/// A float array with its shape (row-major), ready to become a tensor.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FloatArray {
+    /// The dimensions; the first is the number of samples.
+    pub shape: Vec<usize>,
+    /// The values, row-major.
+    pub values: Vec<f32>,
+}
+
+/// An integer array with its shape (row-major), ready to become a tensor.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntArray {
+    /// The dimensions; the first is the number of samples.
+    pub shape: Vec<usize>,
+    /// The values, row-major.
+    pub values: Vec<i64>,
+}
+
+/// The samples of one micro-batch as named arrays, keyed by task input name
+/// (`x`, `label`, `tokens`, ...).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// The sample ids, in batch order.
+    pub samples: Vec<u64>,
+    /// Float inputs.
+    pub floats: BTreeMap<String, FloatArray>,
+    /// Integer inputs.
+    pub ints: BTreeMap<String, IntArray>,
+}
+
+impl Batch {
+    /// The number of bytes of values held (4 per float, 8 per integer).
+    pub fn value_bytes(&self) -> usize {
+        self.floats
+            .values()
+            .map(|array| array.values.len() * 4)
+            .sum::<usize>()
+            + self
+                .ints
+                .values()
+                .map(|array| array.values.len() * 8)
+                .sum::<usize>()
+    }
+}
+
+/// One decoded column of one row group: flat values and, for lists, where
+/// each row starts.
+#[derive(Clone, Debug)]
+enum Values {
+    /// Kept as decoded (no copy) when the column is float32.
+    Floats(Float32Array),
+    /// Kept as decoded (no copy) when the column is int64.
+    Ints(Int64Array),
+}
+
+/// Where each row of a decoded column lies in its values.
+#[derive(Clone, Debug)]
+enum RowLayout {
+    /// Every row holds `width` values (scalars: 1; fixed-size lists).
+    Fixed(usize),
+    /// Row `r` holds `offsets[r]..offsets[r + 1]` (variable lists).
+    Offsets(Vec<usize>),
+}
+
+#[derive(Clone, Debug)]
+struct DecodedColumn {
+    values: Values,
+    layout: RowLayout,
+}
+
+impl DecodedColumn {
+    fn row(&self, row: usize) -> Range {
+        match &self.layout {
+            RowLayout::Fixed(width) => Range {
+                start: row * width,
+                end: (row + 1) * width,
+            },
+            RowLayout::Offsets(offsets) => Range {
+                start: offsets[row],
+                end: offsets[row + 1],
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Range {
+    start: usize,
+    end: usize,
+}
+
+impl Range {
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// A run of consecutive rows of one row group.
+struct Run<'a> {
+    group: &'a DecodedRowGroup,
+    start: usize,
+    end: usize,
+    /// Position of the run's first row in the batch.
+    position: usize,
+}
+
+/// Splits a batch's rows into runs of consecutive rows of one row group.
+fn runs<'a>(rows: &[(&'a DecodedRowGroup, usize)]) -> Vec<Run<'a>> {
+    let mut out: Vec<Run<'a>> = Vec::new();
+    for (position, &(group, row)) in rows.iter().enumerate() {
+        if let Some(last) = out.last_mut()
+            && std::ptr::eq(last.group, group)
+            && last.end == row
+        {
+            last.end += 1;
+            continue;
+        }
+        out.push(Run {
+            group,
+            start: row,
+            end: row + 1,
+            position,
+        });
+    }
+    out
+}
+
+/// One row group, decoded: a column per bound input.
+#[derive(Debug)]
+struct DecodedRowGroup {
+    global_row_group: usize,
+    columns: Vec<DecodedColumn>,
+}
+
+/// Reads samples of a dataset for a task.
+#[derive(Debug)]
+pub struct Reader {
+    dataset: Dataset,
+    task: Task,
+    inputs: Vec<BoundInput>,
+    cache: Vec<Arc<DecodedRowGroup>>,
+    cache_row_groups: usize,
+    row_groups_decoded: u64,
+}
+
+impl Reader {
+    /// The default number of decoded row groups kept.
+    pub const DEFAULT_CACHE_ROW_GROUPS: usize = 8;
+
+    /// A reader of `dataset` for `task`, its columns picked by `mapping` and
+    /// checked against the schema.
+    pub fn new(dataset: Dataset, task: Task, mapping: &ColumnMapping) -> Result<Self> {
+        let path = dataset.files()[0].path().to_path_buf();
+        let inputs = bind(task, mapping, dataset.schema(), &path)?;
+        Ok(Self {
+            dataset,
+            task,
+            inputs,
+            cache: Vec::new(),
+            cache_row_groups: Self::DEFAULT_CACHE_ROW_GROUPS,
+            row_groups_decoded: 0,
+        })
+    }
+
+    /// Keeps at most `row_groups` decoded row groups between calls (at least
+    /// one; a single batch that spans more row groups holds them all while
+    /// it is gathered).
+    pub fn with_cache_row_groups(mut self, row_groups: usize) -> Self {
+        self.cache_row_groups = row_groups.max(1);
+        self
+    }
+
+    /// The dataset.
+    pub fn dataset(&self) -> &Dataset {
+        &self.dataset
+    }
+
+    /// The task.
+    pub fn task(&self) -> Task {
+        self.task
+    }
+
+    /// The columns bound to the task's inputs.
+    pub fn inputs(&self) -> &[BoundInput] {
+        &self.inputs
+    }
+
+    /// How many row groups were decoded so far (cache misses).
+    pub fn row_groups_decoded(&self) -> u64 {
+        self.row_groups_decoded
+    }
+
+    /// The uncompressed size, from the footers, of the projected column
+    /// chunks of every row group (what a reader of these columns decodes).
+    pub fn projected_uncompressed_bytes(&self) -> u64 {
+        let mut total = 0u64;
+        for file in self.dataset.files() {
+            let metadata = file.metadata().metadata();
+            let schema = metadata.file_metadata().schema_descr();
+            let mask = self.projection(schema);
+            for group in metadata.row_groups() {
+                for (index, column) in group.columns().iter().enumerate() {
+                    if mask.leaf_included(index) {
+                        total += column.uncompressed_size().max(0) as u64;
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    fn projection(&self, schema: &parquet::schema::types::SchemaDescriptor) -> ProjectionMask {
+        ProjectionMask::roots(schema, self.inputs.iter().map(|input| input.column_index))
+    }
+
+    /// Reads the samples `samples` (ids over the whole dataset), in that order.
+    pub fn read_samples(&mut self, samples: &[u64]) -> Result<Batch> {
+        let layout = self.dataset.layout().clone();
+        let mut located = Vec::with_capacity(samples.len());
+        for &sample in samples {
+            located.push(layout.locate(sample)?);
+        }
+        let mut needed: Vec<usize> = located
+            .iter()
+            .map(|location| location.global_row_group)
+            .collect();
+        needed.sort_unstable();
+        needed.dedup();
+        let mut groups: BTreeMap<usize, Arc<DecodedRowGroup>> = BTreeMap::new();
+        for &group in &needed {
+            groups.insert(group, self.row_group(group)?);
+        }
+        let rows: Vec<(&DecodedRowGroup, usize)> = located
+            .iter()
+            .map(|location| (&*groups[&location.global_row_group], location.row as usize))
+            .collect();
+        self.gather(samples.to_vec(), &runs(&rows))
+    }
+
+    /// Reads every sample of row group `global_row_group` (over all files).
+    pub fn read_row_group(&mut self, global_row_group: usize) -> Result<Batch> {
+        let span = *self
+            .dataset
+            .layout()
+            .row_groups()
+            .get(global_row_group)
+            .ok_or_else(|| DatasetError::OutOfRange {
+                message: format!("row group {global_row_group}"),
+            })?;
+        let group = self.row_group(global_row_group)?;
+        let whole = [Run {
+            group: &group,
+            start: 0,
+            end: span.rows as usize,
+            position: 0,
+        }];
+        let samples = (span.first_sample..span.first_sample + span.rows).collect();
+        self.gather(samples, &whole)
+    }
+
+    /// Reads the whole dataset into one batch (for small tables such as a
+    /// graph's nodes and edges).
+    pub fn read_all(&mut self) -> Result<Batch> {
+        let samples: Vec<u64> = (0..self.dataset.samples()).collect();
+        let groups = self.dataset.layout().row_groups().len();
+        let mut decoded = Vec::with_capacity(groups);
+        for group in 0..groups {
+            decoded.push(self.decode(group)?);
+        }
+        let mut whole = Vec::with_capacity(groups);
+        for (group, span) in decoded.iter().zip(self.dataset.layout().row_groups()) {
+            whole.push(Run {
+                group,
+                start: 0,
+                end: span.rows as usize,
+                position: span.first_sample as usize,
+            });
+        }
+        self.gather(samples, &whole)
+    }
+
+    fn row_group(&mut self, global_row_group: usize) -> Result<Arc<DecodedRowGroup>> {
+        if let Some(position) = self
+            .cache
+            .iter()
+            .position(|group| group.global_row_group == global_row_group)
+        {
+            // Most recently used goes last.
+            let group = self.cache.remove(position);
+            self.cache.push(group.clone());
+            return Ok(group);
+        }
+        let group = Arc::new(self.decode(global_row_group)?);
+        self.row_groups_decoded += 1;
+        if self.cache.len() >= self.cache_row_groups {
+            self.cache.remove(0);
+        }
+        self.cache.push(group.clone());
+        Ok(group)
+    }
+
+    /// Decodes one row group. A panic inside the Parquet decoder (on a
+    /// corrupt file it has not guarded against) becomes an error naming the file.
+    fn decode(&self, global_row_group: usize) -> Result<DecodedRowGroup> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.decode_unguarded(global_row_group)
+        }))
+        .unwrap_or_else(|panic| {
+            let span = self.dataset.layout().row_groups()[global_row_group];
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                .unwrap_or_else(|| "decoder panicked".into());
+            Err(DatasetError::Parquet {
+                path: self.dataset.files()[span.file].path().to_path_buf(),
+                message: format!("row group {}: {message}", span.row_group),
+            })
+        })
+    }
+
+    /// A Parquet reader of the projected columns of one row group, in one
+    /// record batch (up to 2^20 rows per batch).
+    fn record_batch_reader(&self, global_row_group: usize) -> Result<ParquetRecordBatchReader> {
+        let span = self.dataset.layout().row_groups()[global_row_group];
+        let data_file = &self.dataset.files()[span.file];
+        let path = data_file.path();
+        let file = File::open(path).map_err(|source| DatasetError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let metadata = data_file.metadata().clone();
+        let mask = self.projection(metadata.parquet_schema());
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+            .with_projection(mask)
+            .with_row_groups(vec![span.row_group])
+            .with_batch_size((span.rows as usize).clamp(1, 1 << 20))
+            .build()
+            .map_err(|error| DatasetError::Parquet {
+                path: path.to_path_buf(),
+                message: error.to_string(),
+            })
+    }
+
+    /// The projected columns of one row group as Arrow record batches,
+    /// without conversion (for callers that want Arrow data, and to measure
+    /// decoding apart from conversion).
+    pub fn read_record_batches(&self, global_row_group: usize) -> Result<Vec<RecordBatch>> {
+        if global_row_group >= self.dataset.layout().row_groups().len() {
+            return Err(DatasetError::OutOfRange {
+                message: format!("row group {global_row_group}"),
+            });
+        }
+        let span = self.dataset.layout().row_groups()[global_row_group];
+        let path = self.dataset.files()[span.file].path();
+        let parquet_error = |message: String| DatasetError::Parquet {
+            path: path.to_path_buf(),
+            message: format!("row group {}: {message}", span.row_group),
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let reader = self.record_batch_reader(global_row_group)?;
+            reader
+                .map(|batch| batch.map_err(|error| parquet_error(error.to_string())))
+                .collect()
+        }))
+        .unwrap_or_else(|_| Err(parquet_error("decoder panicked".into())))
+    }
+
+    fn decode_unguarded(&self, global_row_group: usize) -> Result<DecodedRowGroup> {
+        let span = self.dataset.layout().row_groups()[global_row_group];
+        let data_file = &self.dataset.files()[span.file];
+        let path = data_file.path();
+        let parquet_error = |message: String| DatasetError::Parquet {
+            path: path.to_path_buf(),
+            message,
+        };
+        let reader = self.record_batch_reader(global_row_group)?;
+        let mut columns: Vec<DecodedColumn> = self
+            .inputs
+            .iter()
+            .map(|input| DecodedColumn {
+                values: match input.input.kind {
+                    InputKind::FloatScalar | InputKind::FloatVector => {
+                        Values::Floats(Float32Array::from(Vec::<f32>::new()))
+                    }
+                    InputKind::IntScalar | InputKind::IntSequence { .. } => {
+                        Values::Ints(Int64Array::from(Vec::<i64>::new()))
+                    }
+                },
+                layout: match self.dataset.schema().field(input.column_index).data_type() {
+                    DataType::FixedSizeList(_, width) => RowLayout::Fixed(*width as usize),
+                    DataType::List(_) | DataType::LargeList(_) => RowLayout::Offsets(vec![0]),
+                    _ => RowLayout::Fixed(1),
+                },
+            })
+            .collect();
+        let mut rows_done = 0u64;
+        for record_batch in reader {
+            let record_batch = record_batch.map_err(|error| parquet_error(error.to_string()))?;
+            for (input, column) in self.inputs.iter().zip(columns.iter_mut()) {
+                let array = record_batch.column_by_name(&input.column).ok_or_else(|| {
+                    parquet_error(format!(
+                        "column {:?} missing from decoded batch",
+                        input.column
+                    ))
+                })?;
+                let first_row =
+                    span.first_sample - first_sample_of_file(&self.dataset, span.file) + rows_done;
+                append_column(column, array, path, &input.column, first_row)?;
+            }
+            rows_done += record_batch.num_rows() as u64;
+        }
+        if rows_done != span.rows {
+            return Err(parquet_error(format!(
+                "row group {} decoded {rows_done} rows, footer says {}",
+                span.row_group, span.rows
+            )));
+        }
+        Ok(DecodedRowGroup {
+            global_row_group,
+            columns,
+        })
+    }
+
+    fn gather(&self, samples: Vec<u64>, runs: &[Run<'_>]) -> Result<Batch> {
+        let mut batch = Batch {
+            samples,
+            ..Batch::default()
+        };
+        let count: usize = runs.iter().map(|run| run.end - run.start).sum();
+        for (index, input) in self.inputs.iter().enumerate() {
+            let name = input.input.name.to_string();
+            match input.input.kind {
+                InputKind::FloatScalar | InputKind::FloatVector => {
+                    let mut values = Vec::new();
+                    let mut width = None;
+                    for run in runs {
+                        let column = &run.group.columns[index];
+                        let Values::Floats(data) = &column.values else {
+                            continue;
+                        };
+                        for row in run.start..run.end {
+                            let range = column.row(row);
+                            match width {
+                                None => width = Some(range.len()),
+                                Some(width) if width != range.len() => {
+                                    return Err(self.value_error(
+                                        &batch.samples,
+                                        run.position + row - run.start,
+                                        &input.column,
+                                        format!(
+                                            "vector of length {}, expected {width} like the batch's first sample",
+                                            range.len()
+                                        ),
+                                    ));
+                                }
+                                Some(_) => {}
+                            }
+                            if let RowLayout::Fixed(_) = column.layout {
+                                // Rows of one width: the run is one slice.
+                                let last = column.row(run.end - 1);
+                                values.extend_from_slice(&data.values()[range.start..last.end]);
+                                break;
+                            }
+                            values.extend_from_slice(&data.values()[range.start..range.end]);
+                        }
+                    }
+                    let shape = match input.input.kind {
+                        InputKind::FloatScalar => vec![count],
+                        _ => vec![count, width.unwrap_or(0)],
+                    };
+                    batch.floats.insert(name, FloatArray { shape, values });
+                }
+                InputKind::IntScalar => {
+                    let mut values = Vec::with_capacity(count);
+                    for run in runs {
+                        let column = &run.group.columns[index];
+                        if let Values::Ints(data) = &column.values {
+                            let first = column.row(run.start).start;
+                            let last = column.row(run.end - 1).end;
+                            values.extend_from_slice(&data.values()[first..last]);
+                        }
+                    }
+                    batch.ints.insert(
+                        name,
+                        IntArray {
+                            shape: vec![count],
+                            values,
+                        },
+                    );
+                }
+                InputKind::IntSequence { pad } => {
+                    let longest = runs
+                        .iter()
+                        .flat_map(|run| {
+                            let column = &run.group.columns[index];
+                            (run.start..run.end).map(move |row| column.row(row).len())
+                        })
+                        .max()
+                        .unwrap_or(0);
+                    let mut values = Vec::with_capacity(count * longest);
+                    for run in runs {
+                        let column = &run.group.columns[index];
+                        let Values::Ints(data) = &column.values else {
+                            continue;
+                        };
+                        for row in run.start..run.end {
+                            let range = column.row(row);
+                            values.extend_from_slice(&data.values()[range.start..range.end]);
+                            values.extend(std::iter::repeat_n(pad, longest - range.len()));
+                        }
+                    }
+                    batch.ints.insert(
+                        name,
+                        IntArray {
+                            shape: vec![count, longest],
+                            values,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    fn value_error(
+        &self,
+        samples: &[u64],
+        position: usize,
+        column: &str,
+        message: String,
+    ) -> DatasetError {
+        let sample = samples.get(position).copied().unwrap_or(0);
+        match self.dataset.layout().locate(sample) {
+            Ok(location) => {
+                let file = &self.dataset.files()[location.file];
+                DatasetError::BadValue {
+                    path: file.path().to_path_buf(),
+                    column: column.into(),
+                    row: self.dataset.layout().row_groups()[location.global_row_group].first_sample
+                        - first_sample_of_file(&self.dataset, location.file)
+                        + location.row,
+                    message,
+                }
+            }
+            Err(error) => error,
+        }
+    }
+}
+
+fn first_sample_of_file(dataset: &Dataset, file: usize) -> u64 {
+    dataset
+        .layout()
+        .row_groups()
+        .iter()
+        .find(|span| span.file == file)
+        .map(|span| span.first_sample)
+        .unwrap_or(0)
+}
+
+fn bad_value(path: &Path, column: &str, row: u64, message: String) -> DatasetError {
+    DatasetError::BadValue {
+        path: path.to_path_buf(),
+        column: column.into(),
+        row,
+        message,
+    }
+}
+
+/// The first null row of `array`, if any.
+fn first_null(array: &dyn Array) -> Option<usize> {
+    if array.null_count() == 0 {
+        return None;
+    }
+    (0..array.len()).find(|&row| array.is_null(row))
+}
+
+/// Appends `array`'s values (a slice of the child for lists) to `column`.
+fn append_column(
+    column: &mut DecodedColumn,
+    array: &ArrayRef,
+    path: &Path,
+    name: &str,
+    first_row: u64,
+) -> Result<()> {
+    if let Some(row) = first_null(array.as_ref()) {
+        return Err(bad_value(
+            path,
+            name,
+            first_row + row as u64,
+            "null value".into(),
+        ));
+    }
+    let rows = array.len();
+    let base = match &column.values {
+        Values::Floats(values) => values.len(),
+        Values::Ints(values) => values.len(),
+    };
+    // The values of this array's rows and, for variable lists, their
+    // offsets relative to the first.
+    let (child, relative_offsets): (ArrayRef, Option<Vec<usize>>) = match array.data_type() {
+        DataType::FixedSizeList(_, width) => {
+            let list = array.as_fixed_size_list();
+            let start = if rows > 0 { list.value_offset_at(0) } else { 0 };
+            (list.values().slice(start, rows * *width as usize), None)
+        }
+        DataType::List(_) => list_parts::<i32>(array.as_list::<i32>()),
+        DataType::LargeList(_) => list_parts::<i64>(array.as_list::<i64>()),
+        _ => (array.clone(), None),
+    };
+    if let Some(position) = first_null(child.as_ref()) {
+        let row = match (&relative_offsets, &column.layout) {
+            (Some(offsets), _) => offsets
+                .partition_point(|&offset| offset <= position)
+                .saturating_sub(1),
+            (None, RowLayout::Fixed(width)) => position / (*width).max(1),
+            (None, RowLayout::Offsets(_)) => 0,
+        };
+        return Err(bad_value(
+            path,
+            name,
+            first_row + row as u64,
+            "null inside a list".into(),
+        ));
+    }
+    match &mut column.values {
+        Values::Floats(values) => {
+            let decoded = if let Some(floats) = child.as_primitive_opt::<Float32Type>() {
+                floats.clone()
+            } else if let Some(doubles) = child.as_primitive_opt::<Float64Type>() {
+                Float32Array::from_iter_values(doubles.values().iter().map(|&value| value as f32))
+            } else {
+                return Err(bad_value(
+                    path,
+                    name,
+                    first_row,
+                    format!("expected floats, found {}", child.data_type()),
+                ));
+            };
+            *values = if values.is_empty() {
+                decoded
+            } else {
+                Float32Array::from_iter_values(
+                    values.values().iter().chain(decoded.values()).copied(),
+                )
+            };
+        }
+        Values::Ints(values) => {
+            let decoded = if let Some(ints) = child.as_primitive_opt::<Int64Type>() {
+                ints.clone()
+            } else if let Some(ints) = child.as_primitive_opt::<Int32Type>() {
+                Int64Array::from_iter_values(ints.values().iter().map(|&value| i64::from(value)))
+            } else {
+                return Err(bad_value(
+                    path,
+                    name,
+                    first_row,
+                    format!("expected integers, found {}", child.data_type()),
+                ));
+            };
+            *values = if values.is_empty() {
+                decoded
+            } else {
+                Int64Array::from_iter_values(
+                    values.values().iter().chain(decoded.values()).copied(),
+                )
+            };
+        }
+    }
+    match (&mut column.layout, relative_offsets) {
+        (RowLayout::Offsets(offsets), Some(relative)) => {
+            offsets.extend(relative[1..].iter().map(|offset| base + offset));
+        }
+        (RowLayout::Fixed(_), None) => {}
+        _ => {
+            return Err(bad_value(
+                path,
+                name,
+                first_row,
+                "list layout changed between record batches".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn list_parts<O: OffsetSizeTrait>(
+    list: &arrow_array::GenericListArray<O>,
+) -> (ArrayRef, Option<Vec<usize>>) {
+    let offsets = list.value_offsets();
+    let first = offsets.first().map(|offset| offset.as_usize()).unwrap_or(0);
+    let last = offsets.last().map(|offset| offset.as_usize()).unwrap_or(0);
+    let relative = offsets
+        .iter()
+        .map(|offset| offset.as_usize() - first)
+        .collect();
+    (list.values().slice(first, last - first), Some(relative))
+}
+
+/// A whole graph read from a node table and an edge table, as one batch:
+/// `x` `[n, d]`, `label` `[n]`, `train_mask` `[n]` from the nodes and
+/// `src`, `dst` `[e]` from the edges; edge endpoints are checked to lie in
+/// `0..n`.
+pub fn read_graph(nodes: &Dataset, edges: &Dataset, mapping: &ColumnMapping) -> Result<Batch> {
+    let mut node_batch = Reader::new(nodes.clone(), Task::GraphNodes, mapping)?.read_all()?;
+    let mut edge_reader = Reader::new(edges.clone(), Task::GraphEdges, mapping)?;
+    let edge_batch = edge_reader.read_all()?;
+    let node_count = nodes.samples() as i64;
+    for input in edge_reader.inputs() {
+        let array = &edge_batch.ints[input.input.name];
+        if let Some(row) = array
+            .values
+            .iter()
+            .position(|&node| node < 0 || node >= node_count)
+        {
+            let path = edges.files()[0].path();
+            return Err(bad_value(
+                path,
+                &input.column,
+                row as u64,
+                format!("node id {} outside 0..{node_count}", array.values[row]),
+            ));
+        }
+    }
+    node_batch.ints.extend(edge_batch.ints);
+    Ok(node_batch)
+}
