@@ -9,11 +9,11 @@
 //! a crash leaves either the old checkpoint or the new one, never a torn one.
 //! Everything read is validated: names, shapes and dtypes, with an
 //! [`OpsError`] naming what is wrong.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::error::OpsError;
 use crate::parameters::ParameterSet;
@@ -70,8 +70,14 @@ impl TensorFile {
     }
 }
 
-/// Serializes f32 tensors (in the order given; safetensors sorts them in
-/// the file) and metadata to safetensors bytes.
+/// Serializes f32 tensors and metadata to safetensors bytes.
+///
+/// The bytes are a pure function of the input: the header lists the
+/// metadata and the tensors sorted by name (the safetensors crate writes
+/// its metadata from a `HashMap`, whose order changes from one process to
+/// the next, so identical checkpoints would hash differently), and the data
+/// follows in the same order. Any safetensors reader, PyTorch's included,
+/// reads the result.
 ///
 /// # Panics
 /// When two tensors have the same name (a programming error).
@@ -79,35 +85,54 @@ pub fn encode(
     tensors: &[(String, Tensor)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, OpsError> {
-    let bytes: Vec<(&str, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(name, t)| {
-            let data: Vec<u8> = t.data().iter().flat_map(|x| x.to_le_bytes()).collect();
-            (name.as_str(), t.dims().to_vec(), data)
-        })
-        .collect();
-    let mut views = Vec::with_capacity(bytes.len());
-    let mut seen = std::collections::HashSet::new();
-    for (name, dims, data) in &bytes {
-        assert!(
-            seen.insert(*name),
-            "checkpoint: tensor `{name}` given twice"
-        );
-        let view =
-            TensorView::new(Dtype::F32, dims.clone(), data).map_err(|e| OpsError::Safetensors {
-                what: format!("tensor `{name}`"),
-                message: e.to_string(),
-            })?;
-        views.push((*name, view));
+    let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(pair) = sorted.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        panic!("checkpoint: tensor `{}` given twice", pair[0].0);
     }
-    let info: HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    safetensors::serialize(views, Some(info)).map_err(|e| OpsError::Safetensors {
-        what: "checkpoint".to_string(),
-        message: e.to_string(),
-    })
+    // serde_json's maps keep insertion order only with `preserve_order`;
+    // write the header by hand so that the order is ours.
+    let quote = |text: &str| serde_json::Value::String(text.to_string()).to_string();
+    let mut header = String::from("{");
+    if !metadata.is_empty() {
+        header.push_str("\"__metadata__\":{");
+        let entries: Vec<String> = metadata
+            .iter()
+            .map(|(key, value)| format!("{}:{}", quote(key), quote(value)))
+            .collect();
+        header.push_str(&entries.join(","));
+        header.push('}');
+    }
+    let mut offset = 0usize;
+    for (index, (name, tensor)) in sorted.iter().enumerate() {
+        if index > 0 || !metadata.is_empty() {
+            header.push(',');
+        }
+        let bytes = tensor.numel() * 4;
+        let shape: Vec<String> = tensor.dims().iter().map(usize::to_string).collect();
+        header.push_str(&format!(
+            "{}:{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+            quote(name),
+            shape.join(","),
+            offset,
+            offset + bytes
+        ));
+        offset += bytes;
+    }
+    header.push('}');
+    // The data starts on an 8-byte boundary: pad the header with spaces.
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + offset);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for (_, tensor) in &sorted {
+        for value in tensor.data() {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    Ok(out)
 }
 
 /// Parses safetensors bytes; `what` names the source in errors. Accepts

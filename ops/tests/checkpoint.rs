@@ -128,3 +128,34 @@ fn other_dtypes_are_rejected() {
     let error = decode(&bytes, "f64.safetensors").unwrap_err();
     assert!(error.to_string().contains("dtype F64"), "{error}");
 }
+
+#[test]
+fn encoding_is_a_pure_function_of_the_contents() {
+    // Checkpoint hashes prove that runs agree: the bytes must not depend on
+    // map iteration order. Ten encodings of the same contents, given in
+    // different orders, are identical and decode back.
+    let tensors: Vec<(String, Tensor)> = (0..6)
+        .map(|i| {
+            (
+                format!("layer{i}.weight"),
+                Tensor::from_vec([2, 3], vec![i as f32; 6]),
+            )
+        })
+        .collect();
+    let metadata: std::collections::BTreeMap<String, String> = (0..8)
+        .map(|i| (format!("key{i}"), format!("value \"{i}\"")))
+        .collect();
+    let first = ops::checkpoint::encode(&tensors, &metadata).unwrap();
+    for round in 0..10 {
+        let mut shuffled = tensors.clone();
+        shuffled.rotate_left(round % tensors.len());
+        assert_eq!(
+            ops::checkpoint::encode(&shuffled, &metadata).unwrap(),
+            first
+        );
+    }
+    let decoded = ops::checkpoint::decode(&first, "encoded").unwrap();
+    assert_eq!(decoded.metadata, metadata);
+    assert_eq!(decoded.floats.len(), 6);
+    assert_eq!(decoded.floats["layer4.weight"].data(), &[4.0; 6]);
+}

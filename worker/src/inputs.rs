@@ -73,7 +73,10 @@ fn float_tensor(array: &FloatArray, scale: f32) -> Result<Tensor, WorkerError> {
 
 fn index_tensor(array: &IntArray) -> Result<IndexTensor, WorkerError> {
     check_rank(&array.shape)?;
-    Ok(IndexTensor::from_vec(array.shape.as_slice(), array.values.clone()))
+    Ok(IndexTensor::from_vec(
+        array.shape.as_slice(),
+        array.values.clone(),
+    ))
 }
 
 fn check_rank(shape: &[usize]) -> Result<(), WorkerError> {

@@ -1,4 +1,22 @@
-//! worker: training loop, collectives and data loading of a shoal worker.
+//! worker: what a shoal worker does: hosts virtual ranks of a job, reads
+//! their data, computes their gradients, all-reduces them over the ring and
+//! applies the update.
+//!
+//! - [`collective`]: the ring all-reduce over virtual ranks (pure schedule
+//!   and QUIC driver), broadcast and barrier.
+//! - [`replica`]: a job's training state and the pieces of one step;
+//!   [`step`] and [`inputs`] are its pure helpers.
+//! - [`local`]: a step with every virtual rank in one process;
+//!   [`single_node`]: a job's workers as tasks of one process over a
+//!   loopback QUIC ring.
 #![forbid(unsafe_code)]
 
 pub mod collective;
+pub mod error;
+pub mod inputs;
+pub mod local;
+pub mod replica;
+pub mod single_node;
+pub mod step;
+
+pub use error::WorkerError;

@@ -158,7 +158,11 @@ impl Replica {
     /// The gradient buffers of objective `objective`, one per loaded
     /// micro-batch (hosted virtual rank), the loss as the last value.
     pub fn gradients(&self, objective: usize) -> Result<Vec<Vec<f32>>, WorkerError> {
-        Ok(rank_gradients(self.model.as_ref(), objective, &self.batches)?)
+        Ok(rank_gradients(
+            self.model.as_ref(),
+            objective,
+            &self.batches,
+        )?)
     }
 
     /// Applies objective `objective`'s update from the all-reduced sum of
@@ -177,7 +181,8 @@ impl Replica {
             summed,
             self.job.virtual_ranks,
         );
-        self.trainer.apply(self.model.as_mut(), objective, &gradients);
+        self.trainer
+            .apply(self.model.as_mut(), objective, &gradients);
         loss
     }
 
@@ -200,10 +205,8 @@ impl Replica {
     /// cursor, step count and model description as metadata. Identical
     /// replicas give identical bytes.
     pub fn checkpoint_bytes(&self) -> Result<Vec<u8>, WorkerError> {
-        let tensors = checkpoint::checkpoint_tensors(
-            self.model.parameters(),
-            &self.trainer.state_tensors(),
-        );
+        let tensors =
+            checkpoint::checkpoint_tensors(self.model.parameters(), &self.trainer.state_tensors());
         Ok(checkpoint::encode(&tensors, &self.checkpoint_metadata())?)
     }
 
@@ -212,7 +215,10 @@ impl Replica {
             ("model".to_string(), self.job.model_kind.clone()),
             ("config".to_string(), self.job.model_config.to_string()),
             ("seed".to_string(), self.job.seed.to_string()),
-            ("completed_steps".to_string(), self.completed_steps.to_string()),
+            (
+                "completed_steps".to_string(),
+                self.completed_steps.to_string(),
+            ),
             ("cursor_epoch".to_string(), self.cursor.epoch.to_string()),
             ("cursor_step".to_string(), self.cursor.step.to_string()),
         ])

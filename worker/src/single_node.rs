@@ -4,8 +4,8 @@
 //! what proves that the number of workers does not change a single bit.
 use std::time::{Duration, Instant};
 
-use datasets::read::Reader;
 use datasets::Plan;
+use datasets::read::Reader;
 use protocol::transport::{Identity, TransportTuning, bind_endpoint};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;

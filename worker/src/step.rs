@@ -56,7 +56,11 @@ pub fn mean_gradients(
     summed: &[f32],
     virtual_ranks: usize,
 ) -> (Vec<Option<Tensor>>, f32) {
-    assert_eq!(summed.len(), buffer_len(parameters, prefix), "gradient buffer length");
+    assert_eq!(
+        summed.len(),
+        buffer_len(parameters, prefix),
+        "gradient buffer length"
+    );
     let scale = 1.0 / virtual_ranks as f32;
     let mut offset = 0;
     let gradients = parameters
@@ -87,7 +91,12 @@ pub fn rank_gradients(
     let prefix = model.objectives()[objective].parameter_prefix;
     let one = |batch: &Batch| -> Result<Vec<f32>, ModelError> {
         let (loss, gradients) = objective_gradients(model, objective, batch)?;
-        Ok(flatten_gradients(model.parameters(), prefix, &gradients, loss))
+        Ok(flatten_gradients(
+            model.parameters(),
+            prefix,
+            &gradients,
+            loss,
+        ))
     };
     if micro_batches.len() > 1 && rayon::current_num_threads() > 1 {
         micro_batches.par_iter().map(one).collect()
