@@ -13,9 +13,9 @@ pub enum WorkerError {
     Job { reason: String },
 
     // ---- failures below ----
-    /// Reading the dataset failed.
+    /// Reading the dataset failed (boxed: dataset errors are large).
     #[error(transparent)]
-    Dataset(#[from] datasets::DatasetError),
+    Dataset(Box<datasets::DatasetError>),
     /// Building or evaluating the model failed.
     #[error(transparent)]
     Model(#[from] models::ModelError),
@@ -35,4 +35,10 @@ pub enum WorkerError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<datasets::DatasetError> for WorkerError {
+    fn from(error: datasets::DatasetError) -> WorkerError {
+        WorkerError::Dataset(Box::new(error))
+    }
 }
