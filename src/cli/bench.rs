@@ -12,7 +12,7 @@ pub(crate) enum BenchCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// The task whose columns are read (classify, vectors, sequence,
-        /// graph-nodes, graph-edges).
+        /// graph-nodes, graph-edges, graphs).
         #[arg(long)]
         task: String,
         /// Passes over the data; the median is reported.
