@@ -250,6 +250,15 @@ impl Reader {
 
     /// Reads the samples `samples` (ids over the whole dataset), in that order.
     pub fn read_samples(&mut self, samples: &[u64]) -> Result<Batch> {
+        let mut batch = Batch::default();
+        self.read_samples_into(samples, &mut batch)?;
+        Ok(batch)
+    }
+
+    /// Like [`Reader::read_samples`], but reuses the vectors of `batch`
+    /// (a trainer that keeps one `Batch` per virtual rank avoids allocating,
+    /// and page-faulting, fresh buffers every step).
+    pub fn read_samples_into(&mut self, samples: &[u64], batch: &mut Batch) -> Result<()> {
         let layout = self.dataset.layout().clone();
         let mut located = Vec::with_capacity(samples.len());
         for &sample in samples {
@@ -269,11 +278,24 @@ impl Reader {
             .iter()
             .map(|location| (&*groups[&location.global_row_group], location.row as usize))
             .collect();
-        self.gather(samples.to_vec(), &runs(&rows))
+        batch.samples.clear();
+        batch.samples.extend_from_slice(samples);
+        self.gather_into(batch, &runs(&rows))
     }
 
     /// Reads every sample of row group `global_row_group` (over all files).
     pub fn read_row_group(&mut self, global_row_group: usize) -> Result<Batch> {
+        let mut batch = Batch::default();
+        self.read_row_group_into(global_row_group, &mut batch)?;
+        Ok(batch)
+    }
+
+    /// Like [`Reader::read_row_group`], reusing the vectors of `batch`.
+    pub fn read_row_group_into(
+        &mut self,
+        global_row_group: usize,
+        batch: &mut Batch,
+    ) -> Result<()> {
         let span = *self
             .dataset
             .layout()
@@ -289,8 +311,11 @@ impl Reader {
             end: span.rows as usize,
             position: 0,
         }];
-        let samples = (span.first_sample..span.first_sample + span.rows).collect();
-        self.gather(samples, &whole)
+        batch.samples.clear();
+        batch
+            .samples
+            .extend(span.first_sample..span.first_sample + span.rows);
+        self.gather_into(batch, &whole)
     }
 
     /// Reads the whole dataset into one batch (for small tables such as a
@@ -311,7 +336,12 @@ impl Reader {
                 position: span.first_sample as usize,
             });
         }
-        self.gather(samples, &whole)
+        let mut batch = Batch {
+            samples,
+            ..Batch::default()
+        };
+        self.gather_into(&mut batch, &whole)?;
+        Ok(batch)
     }
 
     fn row_group(&mut self, global_row_group: usize) -> Result<Arc<DecodedRowGroup>> {
@@ -325,11 +355,13 @@ impl Reader {
             self.cache.push(group.clone());
             return Ok(group);
         }
-        let group = Arc::new(self.decode(global_row_group)?);
-        self.row_groups_decoded += 1;
+        // Evict before decoding, so the evicted group's memory can be
+        // reused by the allocator for the new one (fewer page faults).
         if self.cache.len() >= self.cache_row_groups {
             self.cache.remove(0);
         }
+        let group = Arc::new(self.decode(global_row_group)?);
+        self.row_groups_decoded += 1;
         self.cache.push(group.clone());
         Ok(group)
     }
@@ -458,17 +490,32 @@ impl Reader {
         })
     }
 
-    fn gather(&self, samples: Vec<u64>, runs: &[Run<'_>]) -> Result<Batch> {
-        let mut batch = Batch {
-            samples,
-            ..Batch::default()
+    /// Fills `batch` (whose `samples` are set) from `runs`, reusing its vectors.
+    fn gather_into(&self, batch: &mut Batch, runs: &[Run<'_>]) -> Result<()> {
+        let mut old_floats = std::mem::take(&mut batch.floats);
+        let mut old_ints = std::mem::take(&mut batch.ints);
+        let mut recycle_floats = |name: &str| {
+            let mut values = old_floats
+                .remove(name)
+                .map(|array| array.values)
+                .unwrap_or_default();
+            values.clear();
+            values
+        };
+        let mut recycle_ints = |name: &str| {
+            let mut values = old_ints
+                .remove(name)
+                .map(|array| array.values)
+                .unwrap_or_default();
+            values.clear();
+            values
         };
         let count: usize = runs.iter().map(|run| run.end - run.start).sum();
         for (index, input) in self.inputs.iter().enumerate() {
             let name = input.input.name.to_string();
             match input.input.kind {
                 InputKind::FloatScalar | InputKind::FloatVector => {
-                    let mut values = Vec::new();
+                    let mut values = recycle_floats(&name);
                     let mut width = None;
                     for run in runs {
                         let column = &run.group.columns[index];
@@ -508,7 +555,7 @@ impl Reader {
                     batch.floats.insert(name, FloatArray { shape, values });
                 }
                 InputKind::IntScalar => {
-                    let mut values = Vec::with_capacity(count);
+                    let mut values = recycle_ints(&name);
                     for run in runs {
                         let column = &run.group.columns[index];
                         if let Values::Ints(data) = &column.values {
@@ -534,7 +581,8 @@ impl Reader {
                         })
                         .max()
                         .unwrap_or(0);
-                    let mut values = Vec::with_capacity(count * longest);
+                    let mut values = recycle_ints(&name);
+                    values.reserve(count * longest);
                     for run in runs {
                         let column = &run.group.columns[index];
                         let Values::Ints(data) = &column.values else {
@@ -557,8 +605,8 @@ impl Reader {
                 InputKind::NodeVectors => {
                     let width =
                         node_width(self.dataset.schema().field(input.column_index).data_type());
-                    let mut values = Vec::new();
-                    let mut node_graph = Vec::new();
+                    let mut values = recycle_floats(&name);
+                    let mut node_graph = recycle_ints("node_graph");
                     for run in runs {
                         let column = &run.group.columns[index];
                         let Values::Floats(data) = &column.values else {
@@ -590,7 +638,7 @@ impl Reader {
                 }
                 InputKind::NodeInts | InputKind::EdgeNodes => {
                     let node_counts = self.node_counts(runs);
-                    let mut values = Vec::new();
+                    let mut values = recycle_ints(&name);
                     let mut node_offset = 0i64;
                     for run in runs {
                         let column = &run.group.columns[index];
@@ -662,7 +710,7 @@ impl Reader {
                 format!("edge lists of different lengths in this batch: {edge_lengths:?}"),
             ));
         }
-        Ok(batch)
+        Ok(())
     }
 
     /// The number of nodes of each sample's graph, in batch order (from the
