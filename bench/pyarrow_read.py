@@ -30,6 +30,7 @@ TASKS = {
     "sequence": [["tokens"], ["targets"]],
     "graph-nodes": [["x", "pixels", "features"], ["label", "y"], ["train_mask"]],
     "graph-edges": [["src", "source"], ["dst", "target"]],
+    "graphs": [["x", "pixels", "features"], ["label", "y"], ["train_mask"], ["src", "source"], ["dst", "target"]],
 }
 
 

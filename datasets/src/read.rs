@@ -113,6 +113,21 @@ impl Range {
     fn len(&self) -> usize {
         self.end - self.start
     }
+
+    fn range(&self) -> std::ops::Range<usize> {
+        self.start..self.end
+    }
+}
+
+/// The width of the node vectors of a `list<fixed_size_list<_>[width]>` type.
+fn node_width(data_type: &DataType) -> usize {
+    match data_type {
+        DataType::List(field) | DataType::LargeList(field) => match field.data_type() {
+            DataType::FixedSizeList(_, width) => *width as usize,
+            _ => 0,
+        },
+        _ => 0,
+    }
 }
 
 /// A run of consecutive rows of one row group.
@@ -235,6 +250,15 @@ impl Reader {
 
     /// Reads the samples `samples` (ids over the whole dataset), in that order.
     pub fn read_samples(&mut self, samples: &[u64]) -> Result<Batch> {
+        let mut batch = Batch::default();
+        self.read_samples_into(samples, &mut batch)?;
+        Ok(batch)
+    }
+
+    /// Like [`Reader::read_samples`], but reuses the vectors of `batch`
+    /// (a trainer that keeps one `Batch` per virtual rank avoids allocating,
+    /// and page-faulting, fresh buffers every step).
+    pub fn read_samples_into(&mut self, samples: &[u64], batch: &mut Batch) -> Result<()> {
         let layout = self.dataset.layout().clone();
         let mut located = Vec::with_capacity(samples.len());
         for &sample in samples {
@@ -254,11 +278,24 @@ impl Reader {
             .iter()
             .map(|location| (&*groups[&location.global_row_group], location.row as usize))
             .collect();
-        self.gather(samples.to_vec(), &runs(&rows))
+        batch.samples.clear();
+        batch.samples.extend_from_slice(samples);
+        self.gather_into(batch, &runs(&rows))
     }
 
     /// Reads every sample of row group `global_row_group` (over all files).
     pub fn read_row_group(&mut self, global_row_group: usize) -> Result<Batch> {
+        let mut batch = Batch::default();
+        self.read_row_group_into(global_row_group, &mut batch)?;
+        Ok(batch)
+    }
+
+    /// Like [`Reader::read_row_group`], reusing the vectors of `batch`.
+    pub fn read_row_group_into(
+        &mut self,
+        global_row_group: usize,
+        batch: &mut Batch,
+    ) -> Result<()> {
         let span = *self
             .dataset
             .layout()
@@ -274,8 +311,11 @@ impl Reader {
             end: span.rows as usize,
             position: 0,
         }];
-        let samples = (span.first_sample..span.first_sample + span.rows).collect();
-        self.gather(samples, &whole)
+        batch.samples.clear();
+        batch
+            .samples
+            .extend(span.first_sample..span.first_sample + span.rows);
+        self.gather_into(batch, &whole)
     }
 
     /// Reads the whole dataset into one batch (for small tables such as a
@@ -296,7 +336,12 @@ impl Reader {
                 position: span.first_sample as usize,
             });
         }
-        self.gather(samples, &whole)
+        let mut batch = Batch {
+            samples,
+            ..Batch::default()
+        };
+        self.gather_into(&mut batch, &whole)?;
+        Ok(batch)
     }
 
     fn row_group(&mut self, global_row_group: usize) -> Result<Arc<DecodedRowGroup>> {
@@ -310,11 +355,13 @@ impl Reader {
             self.cache.push(group.clone());
             return Ok(group);
         }
-        let group = Arc::new(self.decode(global_row_group)?);
-        self.row_groups_decoded += 1;
+        // Evict before decoding, so the evicted group's memory can be
+        // reused by the allocator for the new one (fewer page faults).
         if self.cache.len() >= self.cache_row_groups {
             self.cache.remove(0);
         }
+        let group = Arc::new(self.decode(global_row_group)?);
+        self.row_groups_decoded += 1;
         self.cache.push(group.clone());
         Ok(group)
     }
@@ -400,12 +447,13 @@ impl Reader {
             .iter()
             .map(|input| DecodedColumn {
                 values: match input.input.kind {
-                    InputKind::FloatScalar | InputKind::FloatVector => {
+                    InputKind::FloatScalar | InputKind::FloatVector | InputKind::NodeVectors => {
                         Values::Floats(Float32Array::from(Vec::<f32>::new()))
                     }
-                    InputKind::IntScalar | InputKind::IntSequence { .. } => {
-                        Values::Ints(Int64Array::from(Vec::<i64>::new()))
-                    }
+                    InputKind::IntScalar
+                    | InputKind::IntSequence { .. }
+                    | InputKind::NodeInts
+                    | InputKind::EdgeNodes => Values::Ints(Int64Array::from(Vec::<i64>::new())),
                 },
                 layout: match self.dataset.schema().field(input.column_index).data_type() {
                     DataType::FixedSizeList(_, width) => RowLayout::Fixed(*width as usize),
@@ -442,17 +490,32 @@ impl Reader {
         })
     }
 
-    fn gather(&self, samples: Vec<u64>, runs: &[Run<'_>]) -> Result<Batch> {
-        let mut batch = Batch {
-            samples,
-            ..Batch::default()
+    /// Fills `batch` (whose `samples` are set) from `runs`, reusing its vectors.
+    fn gather_into(&self, batch: &mut Batch, runs: &[Run<'_>]) -> Result<()> {
+        let mut old_floats = std::mem::take(&mut batch.floats);
+        let mut old_ints = std::mem::take(&mut batch.ints);
+        let mut recycle_floats = |name: &str| {
+            let mut values = old_floats
+                .remove(name)
+                .map(|array| array.values)
+                .unwrap_or_default();
+            values.clear();
+            values
+        };
+        let mut recycle_ints = |name: &str| {
+            let mut values = old_ints
+                .remove(name)
+                .map(|array| array.values)
+                .unwrap_or_default();
+            values.clear();
+            values
         };
         let count: usize = runs.iter().map(|run| run.end - run.start).sum();
         for (index, input) in self.inputs.iter().enumerate() {
             let name = input.input.name.to_string();
             match input.input.kind {
                 InputKind::FloatScalar | InputKind::FloatVector => {
-                    let mut values = Vec::new();
+                    let mut values = recycle_floats(&name);
                     let mut width = None;
                     for run in runs {
                         let column = &run.group.columns[index];
@@ -492,7 +555,7 @@ impl Reader {
                     batch.floats.insert(name, FloatArray { shape, values });
                 }
                 InputKind::IntScalar => {
-                    let mut values = Vec::with_capacity(count);
+                    let mut values = recycle_ints(&name);
                     for run in runs {
                         let column = &run.group.columns[index];
                         if let Values::Ints(data) = &column.values {
@@ -518,7 +581,8 @@ impl Reader {
                         })
                         .max()
                         .unwrap_or(0);
-                    let mut values = Vec::with_capacity(count * longest);
+                    let mut values = recycle_ints(&name);
+                    values.reserve(count * longest);
                     for run in runs {
                         let column = &run.group.columns[index];
                         let Values::Ints(data) = &column.values else {
@@ -538,9 +602,135 @@ impl Reader {
                         },
                     );
                 }
+                InputKind::NodeVectors => {
+                    let width =
+                        node_width(self.dataset.schema().field(input.column_index).data_type());
+                    let mut values = recycle_floats(&name);
+                    let mut node_graph = recycle_ints("node_graph");
+                    for run in runs {
+                        let column = &run.group.columns[index];
+                        let Values::Floats(data) = &column.values else {
+                            continue;
+                        };
+                        for row in run.start..run.end {
+                            let range = column.row(row);
+                            values.extend_from_slice(&data.values()[range.start..range.end]);
+                            let position = (run.position + row - run.start) as i64;
+                            node_graph
+                                .extend(std::iter::repeat_n(position, range.len() / width.max(1)));
+                        }
+                    }
+                    let nodes = node_graph.len();
+                    batch.floats.insert(
+                        name,
+                        FloatArray {
+                            shape: vec![nodes, width],
+                            values,
+                        },
+                    );
+                    batch.ints.insert(
+                        "node_graph".into(),
+                        IntArray {
+                            shape: vec![nodes],
+                            values: node_graph,
+                        },
+                    );
+                }
+                InputKind::NodeInts | InputKind::EdgeNodes => {
+                    let node_counts = self.node_counts(runs);
+                    let mut values = recycle_ints(&name);
+                    let mut node_offset = 0i64;
+                    for run in runs {
+                        let column = &run.group.columns[index];
+                        let Values::Ints(data) = &column.values else {
+                            continue;
+                        };
+                        for row in run.start..run.end {
+                            let position = run.position + row - run.start;
+                            let nodes = node_counts.get(position).copied().unwrap_or(0);
+                            let items = &data.values()[column.row(row).range()];
+                            if input.input.kind == InputKind::NodeInts {
+                                if items.len() != nodes {
+                                    return Err(self.value_error(
+                                        &batch.samples,
+                                        position,
+                                        &input.column,
+                                        format!(
+                                            "{} values for a graph of {nodes} nodes",
+                                            items.len()
+                                        ),
+                                    ));
+                                }
+                                values.extend_from_slice(items);
+                            } else {
+                                if let Some(node) =
+                                    items.iter().find(|&&node| node < 0 || node >= nodes as i64)
+                                {
+                                    return Err(self.value_error(
+                                        &batch.samples,
+                                        position,
+                                        &input.column,
+                                        format!("node id {node} outside 0..{nodes}"),
+                                    ));
+                                }
+                                values.extend(items.iter().map(|node| node + node_offset));
+                            }
+                            node_offset += nodes as i64;
+                        }
+                    }
+                    let length = values.len();
+                    batch.ints.insert(
+                        name,
+                        IntArray {
+                            shape: vec![length],
+                            values,
+                        },
+                    );
+                }
             }
         }
-        Ok(batch)
+        let edge_lengths: Vec<usize> = self
+            .inputs
+            .iter()
+            .filter(|input| input.input.kind == InputKind::EdgeNodes)
+            .map(|input| batch.ints[input.input.name].values.len())
+            .collect();
+        if edge_lengths.windows(2).any(|pair| pair[0] != pair[1]) {
+            let column = self
+                .inputs
+                .iter()
+                .filter(|input| input.input.kind == InputKind::EdgeNodes)
+                .map(|input| input.column.clone())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(self.value_error(
+                &batch.samples,
+                0,
+                &column,
+                format!("edge lists of different lengths in this batch: {edge_lengths:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The number of nodes of each sample's graph, in batch order (from the
+    /// task's node-vector input; empty if it has none).
+    fn node_counts(&self, runs: &[Run<'_>]) -> Vec<usize> {
+        let Some((index, input)) = self
+            .inputs
+            .iter()
+            .enumerate()
+            .find(|(_, input)| input.input.kind == InputKind::NodeVectors)
+        else {
+            return Vec::new();
+        };
+        let width = node_width(self.dataset.schema().field(input.column_index).data_type()).max(1);
+        let mut counts = Vec::new();
+        for run in runs {
+            let column = &run.group.columns[index];
+            counts.extend((run.start..run.end).map(|row| column.row(row).len() / width));
+        }
+        counts
     }
 
     fn value_error(
@@ -627,6 +817,31 @@ fn append_column(
         DataType::List(_) => list_parts::<i32>(array.as_list::<i32>()),
         DataType::LargeList(_) => list_parts::<i64>(array.as_list::<i64>()),
         _ => (array.clone(), None),
+    };
+    // Lists of fixed-size lists (graph node features): flatten one level.
+    let (child, relative_offsets) = match (child.data_type(), relative_offsets) {
+        (DataType::FixedSizeList(_, width), Some(offsets)) => {
+            if let Some(position) = first_null(child.as_ref()) {
+                return Err(bad_value(
+                    path,
+                    name,
+                    first_row,
+                    format!("null node vector at {position}"),
+                ));
+            }
+            let inner = child.as_fixed_size_list();
+            let width = *width as usize;
+            let start = if inner.is_empty() {
+                0
+            } else {
+                inner.value_offset_at(0)
+            };
+            (
+                inner.values().slice(start, inner.len() * width),
+                Some(offsets.iter().map(|offset| offset * width).collect()),
+            )
+        }
+        (_, offsets) => (child, offsets),
     };
     if let Some(position) = first_null(child.as_ref()) {
         let row = match (&relative_offsets, &column.layout) {

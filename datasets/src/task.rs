@@ -25,6 +25,18 @@ pub enum InputKind {
         /// The padding value.
         pad: i64,
     },
+    /// The node features of a graph per sample: list (or large_list) of
+    /// fixed_size_list of float32/float64. A batch is the disjoint union of
+    /// its graphs: shape `[total nodes, d]`.
+    NodeVectors,
+    /// One integer per node of each sample's graph (labels, masks): list of
+    /// int32/int64, as long as the graph has nodes. Shape `[total nodes]`.
+    NodeInts,
+    /// Edge endpoints of each sample's graph, as node ids inside that graph:
+    /// list of int32/int64. In the batch they are shifted by the number of
+    /// nodes of the graphs before, so they index the disjoint union. Shape
+    /// `[total edges]`.
+    EdgeNodes,
 }
 
 impl InputKind {
@@ -39,6 +51,8 @@ impl InputKind {
             InputKind::IntSequence { .. } => {
                 "list<int32|int64>, large_list<int32|int64> or fixed_size_list<int32|int64>"
             }
+            InputKind::NodeVectors => "list<fixed_size_list<float32|float64>>",
+            InputKind::NodeInts | InputKind::EdgeNodes => "list<int32|int64>",
         }
     }
 
@@ -61,6 +75,17 @@ impl InputKind {
                 DataType::FixedSizeList(field, _)
                 | DataType::List(field)
                 | DataType::LargeList(field) => int(field.data_type()),
+                _ => false,
+            },
+            InputKind::NodeVectors => match data_type {
+                DataType::List(field) | DataType::LargeList(field) => matches!(
+                    field.data_type(),
+                    DataType::FixedSizeList(inner, _) if float(inner.data_type())
+                ),
+                _ => false,
+            },
+            InputKind::NodeInts | InputKind::EdgeNodes => match data_type {
+                DataType::List(field) | DataType::LargeList(field) => int(field.data_type()),
                 _ => false,
             },
         }
@@ -96,18 +121,24 @@ pub enum Task {
     GraphNodes,
     /// The edge table of a graph: `src`, `dst` (node ids, both directions).
     GraphEdges,
+    /// Many small graphs, one per row (GCN on batched graphs): `x` node
+    /// features, `label` and `train_mask` per node, `src` and `dst` edge
+    /// lists. A batch is the disjoint union of its graphs; it also holds
+    /// `node_graph`, the batch position of each node's graph.
+    Graphs,
 }
 
 const X_COLUMNS: &[&str] = &["x", "pixels", "features"];
 
 impl Task {
     /// Every task.
-    pub const ALL: [Task; 5] = [
+    pub const ALL: [Task; 6] = [
         Task::Classify,
         Task::Vectors,
         Task::Sequence,
         Task::GraphNodes,
         Task::GraphEdges,
+        Task::Graphs,
     ];
 
     /// The task's name on the command line and in job specs.
@@ -118,6 +149,7 @@ impl Task {
             Task::Sequence => "sequence",
             Task::GraphNodes => "graph-nodes",
             Task::GraphEdges => "graph-edges",
+            Task::Graphs => "graphs",
         }
     }
 
@@ -138,7 +170,7 @@ impl Task {
             Task::Classify => "mlp",
             Task::Vectors => "autoencoder, vae, gan, mae, barlow_twins",
             Task::Sequence => "lstm, gru, qrnn, s4d, mamba",
-            Task::GraphNodes | Task::GraphEdges => "gcn",
+            Task::GraphNodes | Task::GraphEdges | Task::Graphs => "gcn",
         }
     }
 
@@ -202,8 +234,36 @@ impl Task {
                 default_columns: &["dst", "target"],
             },
         ];
+        const GRAPHS: &[TaskInput] = &[
+            TaskInput {
+                name: "x",
+                kind: InputKind::NodeVectors,
+                default_columns: X_COLUMNS,
+            },
+            TaskInput {
+                name: "label",
+                kind: InputKind::NodeInts,
+                default_columns: &["label", "y"],
+            },
+            TaskInput {
+                name: "train_mask",
+                kind: InputKind::NodeInts,
+                default_columns: &["train_mask"],
+            },
+            TaskInput {
+                name: "src",
+                kind: InputKind::EdgeNodes,
+                default_columns: &["src", "source"],
+            },
+            TaskInput {
+                name: "dst",
+                kind: InputKind::EdgeNodes,
+                default_columns: &["dst", "target"],
+            },
+        ];
         match self {
             Task::Classify => CLASSIFY,
+            Task::Graphs => GRAPHS,
             Task::Vectors => VECTORS,
             Task::Sequence => SEQUENCE,
             Task::GraphNodes => GRAPH_NODES,

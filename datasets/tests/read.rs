@@ -370,3 +370,102 @@ fn int64_labels_and_f32_vectors() {
     );
     assert_eq!(batch.ints["label"].values, vec![9, 2]);
 }
+
+/// Graphs of 2, 3 and 1 nodes: node `k` of graph `g` has features
+/// `[g, k]`, label `10 g + k`; edges as given per graph.
+fn graphs_table(edges: &[Vec<(i64, i64)>]) -> RecordBatch {
+    use arrow_array::builder::FixedSizeListBuilder;
+    let nodes = [2usize, 3, 1];
+    let mut x = ListBuilder::new(
+        FixedSizeListBuilder::new(Float32Builder::new(), 2)
+            .with_field(Arc::new(Field::new_list_field(DataType::Float32, false))),
+    )
+    .with_field(Arc::new(Field::new_list_field(
+        DataType::FixedSizeList(Arc::new(Field::new_list_field(DataType::Float32, false)), 2),
+        false,
+    )));
+    let int_list = || {
+        ListBuilder::new(Int64Builder::new())
+            .with_field(Arc::new(Field::new_list_field(DataType::Int64, false)))
+    };
+    let (mut label, mut mask, mut src, mut dst) = (int_list(), int_list(), int_list(), int_list());
+    for (graph, &count) in nodes.iter().enumerate() {
+        for node in 0..count {
+            x.values()
+                .values()
+                .append_slice(&[graph as f32, node as f32]);
+            x.values().append(true);
+            label.values().append_value(10 * graph as i64 + node as i64);
+            mask.values().append_value(i64::from(node == 0));
+        }
+        x.append(true);
+        label.append(true);
+        mask.append(true);
+        for &(a, b) in &edges[graph] {
+            src.values().append_value(a);
+            dst.values().append_value(b);
+        }
+        src.append(true);
+        dst.append(true);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(x.finish()),
+        Arc::new(label.finish()),
+        Arc::new(mask.finish()),
+        Arc::new(src.finish()),
+        Arc::new(dst.finish()),
+    ];
+    let fields: Vec<Field> = ["x", "label", "train_mask", "src", "dst"]
+        .iter()
+        .zip(&columns)
+        .map(|(name, column)| Field::new(*name, column.data_type().clone(), false))
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+#[test]
+fn graphs_per_row_batch_as_a_disjoint_union() {
+    let directory = tempfile::tempdir().unwrap();
+    let edges = vec![vec![(0, 1), (1, 0)], vec![(0, 2), (2, 0), (1, 2)], vec![]];
+    let path = write(directory.path(), "graphs.parquet", &graphs_table(&edges), 2);
+    let mut reader = Reader::new(
+        Dataset::open(&[&path]).unwrap(),
+        Task::Graphs,
+        &ColumnMapping::new(),
+    )
+    .unwrap();
+    let batch = reader.read_samples(&[1, 2, 0]).unwrap();
+    assert_eq!(batch.floats["x"].shape, vec![6, 2]);
+    assert_eq!(
+        batch.floats["x"].values,
+        vec![1.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    );
+    assert_eq!(batch.ints["label"].values, vec![10, 11, 12, 20, 0, 1]);
+    assert_eq!(batch.ints["train_mask"].values, vec![1, 0, 0, 1, 1, 0]);
+    assert_eq!(batch.ints["node_graph"].values, vec![0, 0, 0, 1, 2, 2]);
+    // Graph 1's nodes are 0..3, graph 2's node is 3, graph 0's are 4..6.
+    assert_eq!(batch.ints["src"].values, vec![0, 2, 1, 4, 5]);
+    assert_eq!(batch.ints["dst"].values, vec![2, 0, 2, 5, 4]);
+
+    let bad = vec![vec![(0, 1)], vec![(0, 3)], vec![]];
+    let path = write(
+        directory.path(),
+        "bad-graphs.parquet",
+        &graphs_table(&bad),
+        2,
+    );
+    let mut reader = Reader::new(
+        Dataset::open(&[&path]).unwrap(),
+        Task::Graphs,
+        &ColumnMapping::new(),
+    )
+    .unwrap();
+    assert!(reader.read_samples(&[0]).is_ok());
+    let error = reader.read_samples(&[0, 1]).unwrap_err().to_string();
+    assert!(
+        error.contains("bad-graphs.parquet")
+            && error.contains("row 1")
+            && error.contains("node id 3 outside 0..3"),
+        "{error}"
+    );
+}

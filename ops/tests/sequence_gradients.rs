@@ -474,3 +474,51 @@ fn same_bits_at_one_and_two_threads() {
         gru_layer(&v[0], &v[1], &v[2], &v[3], &v[4])
     });
 }
+
+#[test]
+fn fast_math_is_close_to_libm() {
+    use ops::kernels::fast_math;
+    for i in 0..=200_000 {
+        let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+        let (got, want) = (fast_math::exp(x) as f64, (x as f64).exp());
+        assert!(
+            (got - want).abs() <= 3e-7 * want,
+            "exp({x}) = {got}, expected {want}"
+        );
+    }
+    for i in 0..=20_000 {
+        let x = -12.0 + 24.0 * i as f32 / 20_000.0;
+        let t = (x as f64).tanh();
+        assert!((fast_math::tanh(x) as f64 - t).abs() <= 2e-7, "tanh({x})");
+        let s = 1.0 / (1.0 + (-x as f64).exp());
+        assert!(
+            (fast_math::sigmoid(x) as f64 - s).abs() <= 2e-7 * s.max(1e-3),
+            "sigmoid({x})"
+        );
+    }
+    for i in 0..=200_000 {
+        let x = 1e-30f32 * 1.0005f32.powi(i);
+        if !x.is_finite() {
+            break;
+        }
+        let want = (x as f64).ln();
+        assert!(
+            (fast_math::ln(x) as f64 - want).abs() <= 2e-7 * want.abs().max(1.0),
+            "ln({x})"
+        );
+    }
+    for i in 0..=40_000 {
+        let x = -30.0 + 60.0 * i as f32 / 40_000.0;
+        let want = if x > 20.0 {
+            x as f64
+        } else {
+            (x as f64).exp().ln_1p()
+        };
+        assert!(
+            (fast_math::softplus(x) as f64 - want).abs() <= 3e-7 * want,
+            "softplus({x})"
+        );
+    }
+    assert_eq!(fast_math::exp(-200.0), fast_math::exp(-87.0));
+    assert_eq!(fast_math::tanh(0.0), 0.0);
+}

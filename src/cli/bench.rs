@@ -12,12 +12,19 @@ pub(crate) enum BenchCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// The task whose columns are read (classify, vectors, sequence,
-        /// graph-nodes, graph-edges).
+        /// graph-nodes, graph-edges, graphs).
         #[arg(long)]
         task: String,
         /// Passes over the data; the median is reported.
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Global batch of the shuffled pass (one epoch through the plan,
+        /// micro-batch by micro-batch, as a training job reads).
+        #[arg(long, default_value_t = 256)]
+        global_batch: usize,
+        /// Virtual ranks of the shuffled pass.
+        #[arg(long, default_value_t = 8)]
+        virtual_ranks: usize,
     },
 }
 
@@ -27,7 +34,9 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
             files,
             task,
             repeats,
-        } => bench_data(&files, &task, repeats),
+            global_batch,
+            virtual_ranks,
+        } => bench_data(&files, &task, repeats, global_batch, virtual_ranks),
     }
 }
 
@@ -37,7 +46,15 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
 /// trainer receives; the projected column chunks' uncompressed size from the
 /// footers is printed too). `arrow_only_*` times decoding into Arrow record
 /// batches alone (what `pq.read_table` does), without the conversion.
-fn bench_data(files: &[PathBuf], task: &str, repeats: usize) -> anyhow::Result<()> {
+/// `shuffled_*` reads one epoch in the plan's order, micro-batch by
+/// micro-batch (one pass, not a median).
+fn bench_data(
+    files: &[PathBuf],
+    task: &str,
+    repeats: usize,
+    global_batch: usize,
+    virtual_ranks: usize,
+) -> anyhow::Result<()> {
     let task = datasets::Task::from_name(task)?;
     let dataset = datasets::Dataset::open(files)?;
     let row_groups = dataset.layout().row_groups().len();
@@ -52,8 +69,10 @@ fn bench_data(files: &[PathBuf], task: &str, repeats: usize) -> anyhow::Result<(
         uncompressed = reader.projected_uncompressed_bytes();
         let start = Instant::now();
         value_bytes = 0;
+        let mut batch = datasets::Batch::default();
         for group in 0..row_groups {
-            value_bytes += reader.read_row_group(group)?.value_bytes();
+            reader.read_row_group_into(group, &mut batch)?;
+            value_bytes += batch.value_bytes();
         }
         seconds.push(start.elapsed().as_secs_f64());
         let start = Instant::now();
@@ -63,6 +82,28 @@ fn bench_data(files: &[PathBuf], task: &str, repeats: usize) -> anyhow::Result<(
         arrow_seconds.push(start.elapsed().as_secs_f64());
     }
     arrow_seconds.sort_by(f64::total_cmp);
+    // One epoch in the plan's shuffled order, micro-batch by micro-batch,
+    // through a reader with the default cache (the training access pattern).
+    let plan = datasets::Plan::new(
+        dataset.fingerprint(),
+        datasets::PlanConfig::new(0, global_batch, virtual_ranks),
+    )?;
+    let mut reader = datasets::Reader::new(dataset.clone(), task, &datasets::ColumnMapping::new())?;
+    let mut batches = vec![datasets::Batch::default(); virtual_ranks];
+    let start = Instant::now();
+    let mut shuffled_rows = 0u64;
+    for step in 0..plan.steps_per_epoch() {
+        let cursor = datasets::DataCursor { epoch: 0, step };
+        for (micro, batch) in plan
+            .micro_batches(cursor, 0..virtual_ranks)?
+            .iter()
+            .zip(&mut batches)
+        {
+            reader.read_samples_into(&micro.samples, batch)?;
+            shuffled_rows += batch.samples.len() as u64;
+        }
+    }
+    let shuffled_seconds = start.elapsed().as_secs_f64();
     let arrow_median = arrow_seconds[arrow_seconds.len() / 2];
     seconds.sort_by(f64::total_cmp);
     let median = seconds[seconds.len() / 2];
@@ -81,6 +122,10 @@ fn bench_data(files: &[PathBuf], task: &str, repeats: usize) -> anyhow::Result<(
         "uncompressed_column_bytes": uncompressed,
         "arrow_only_seconds_median": arrow_median,
         "arrow_only_rows_per_second": rows as f64 / arrow_median,
+        "shuffled_global_batch": global_batch,
+        "shuffled_virtual_ranks": virtual_ranks,
+        "shuffled_rows_per_second": shuffled_rows as f64 / shuffled_seconds,
+        "shuffled_row_groups_decoded": reader.row_groups_decoded(),
     });
     println!("{report}");
     Ok(())

@@ -4,6 +4,7 @@
 //! graph is wanted.
 pub mod conv;
 pub mod elementwise;
+pub mod fast_math;
 pub mod matmul;
 pub mod recurrent;
 pub mod scan;

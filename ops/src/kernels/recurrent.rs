@@ -12,6 +12,7 @@
 //! column sums in row order.
 use faer::Par;
 
+use crate::kernels::fast_math::{sigmoid, tanh};
 use crate::kernels::matmul::{Layout, gemm};
 
 /// Dimensions of a recurrent layer: batch, time, input features, hidden size.
@@ -61,11 +62,6 @@ pub struct RecurrentGrads {
     pub b_ih: Vec<f32>,
     /// With respect to `bias_hh`.
     pub b_hh: Vec<f32>,
-}
-
-#[inline]
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 /// `x (rows x input) W^T + bias`, with `W` (out x input): the input
@@ -240,10 +236,10 @@ pub fn lstm_forward(
             for j in 0..hidden {
                 let i = sigmoid(pre[j]);
                 let f = sigmoid(pre[hidden + j]);
-                let gg = pre[2 * hidden + j].tanh();
+                let gg = tanh(pre[2 * hidden + j]);
                 let o = sigmoid(pre[3 * hidden + j]);
                 let cell = f * c[b * hidden + j] + i * gg;
-                let out = o * cell.tanh();
+                let out = o * tanh(cell);
                 c[b * hidden + j] = cell;
                 h[b * hidden + j] = out;
                 act[j] = i;
@@ -299,7 +295,7 @@ pub fn lstm_backward(
                 } else {
                     0.0
                 };
-                let tc = cell.tanh();
+                let tc = tanh(cell);
                 let dh = grad_output[row + j] + dh_next[b * hidden + j];
                 let d_o = dh * tc;
                 let dc = dh * o * (1.0 - tc * tc) + dc_next[b * hidden + j];
@@ -386,7 +382,7 @@ pub fn gru_forward(
             for j in 0..hidden {
                 let r = sigmoid(gi[j] + gh[j]);
                 let z = sigmoid(gi[hidden + j] + gh[hidden + j]);
-                let n = (gi[2 * hidden + j] + r * gh[2 * hidden + j]).tanh();
+                let n = tanh(gi[2 * hidden + j] + r * gh[2 * hidden + j]);
                 let out = (1.0 - z) * n + z * h[b * hidden + j];
                 h[b * hidden + j] = out;
                 output[row + j] = out;

@@ -16,6 +16,7 @@
 use faer::Par;
 use rayon::prelude::*;
 
+use crate::kernels::fast_math as fm;
 use crate::kernels::vector_state::clear_upper_vector_state;
 use crate::parallel::is_parallel;
 
@@ -256,11 +257,6 @@ fn split_time_pieces<'a>(
     pieces
 }
 
-#[inline]
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
 /// QRNN fo-pooling forward over (batch, time, hidden): `gates` holds the
 /// pre-activations `[z f o]` (batch, time, 3 hidden); with `z = tanh`,
 /// `f, o = sigmoid`, `c_t = f_t c_{t-1} + (1 - f_t) z_t` (`c_{-1} = 0`) and
@@ -295,17 +291,26 @@ pub fn fo_pool_forward(
         .collect();
     for_each_item(par, pieces, |(bi, (h, c))| {
         let mut state = vec![0.0f32; hidden];
-        for t in 0..time {
-            let g = &gates[(bi * time + t) * 3 * hidden..(bi * time + t + 1) * 3 * hidden];
+        let rows =
+            gates[bi * time * 3 * hidden..(bi + 1) * time * 3 * hidden].chunks_exact(3 * hidden);
+        for ((g, h_t), c_t) in rows
+            .zip(h.chunks_exact_mut(hidden))
+            .zip(c.chunks_exact_mut(hidden))
+        {
             let (z, rest) = g.split_at(hidden);
             let (f, o) = rest.split_at(hidden);
-            let row = t * hidden..(t + 1) * hidden;
-            let (h_t, c_t) = (&mut h[row.clone()], &mut c[row]);
-            for j in 0..hidden {
-                let (zj, fj, oj) = (z[j].tanh(), sigmoid(f[j]), sigmoid(o[j]));
-                state[j] = fj * state[j] + (1.0 - fj) * zj;
-                c_t[j] = state[j];
-                h_t[j] = oj * state[j];
+            for (((((s, &z), &f), &o), c), h) in state
+                .iter_mut()
+                .zip(z)
+                .zip(f)
+                .zip(o)
+                .zip(c_t.iter_mut())
+                .zip(h_t.iter_mut())
+            {
+                let (z, f, o) = (fm::tanh(z), fm::sigmoid(f), fm::sigmoid(o));
+                *s = f * *s + (1.0 - f) * z;
+                *c = *s;
+                *h = o * *s;
             }
         }
     });
@@ -339,30 +344,35 @@ pub fn fo_pool_backward(
         .enumerate()
         .collect();
     for_each_item(par, pieces, |(bi, dg)| {
-        // dc_next = f_{t+1} * dc_{t+1}
+        // dc carried from t+1: f_{t+1} * dc_{t+1}
         let mut carried = vec![0.0f32; hidden];
+        let zeros = vec![0.0f32; hidden];
         for t in (0..time).rev() {
             let base = (bi * time + t) * 3 * hidden;
             let g = &gates[base..base + 3 * hidden];
+            let (z, rest) = g.split_at(hidden);
+            let (f, o) = rest.split_at(hidden);
             let row = (bi * time + t) * hidden;
             let c_t = &c[row..row + hidden];
+            let c_prev = if t > 0 {
+                &c[row - hidden..row]
+            } else {
+                &zeros[..]
+            };
             let dh = &grad_h[row..row + hidden];
             let out = &mut dg[t * 3 * hidden..(t + 1) * 3 * hidden];
+            let (dz_out, rest) = out.split_at_mut(hidden);
+            let (df_out, do_out) = rest.split_at_mut(hidden);
             for j in 0..hidden {
-                let (z, f, o) = (
-                    g[j].tanh(),
-                    sigmoid(g[hidden + j]),
-                    sigmoid(g[2 * hidden + j]),
-                );
-                let c_prev = if t > 0 { c[row - hidden + j] } else { 0.0 };
+                let (zj, fj, oj) = (fm::tanh(z[j]), fm::sigmoid(f[j]), fm::sigmoid(o[j]));
                 let d_o = dh[j] * c_t[j];
-                let dc = dh[j] * o + carried[j];
-                let df = dc * (c_prev - z);
-                let dz = dc * (1.0 - f);
-                carried[j] = dc * f;
-                out[j] = dz * (1.0 - z * z);
-                out[hidden + j] = df * f * (1.0 - f);
-                out[2 * hidden + j] = d_o * o * (1.0 - o);
+                let dc = dh[j] * oj + carried[j];
+                let df = dc * (c_prev[j] - zj);
+                let dz = dc * (1.0 - fj);
+                carried[j] = dc * fj;
+                dz_out[j] = dz * (1.0 - zj * zj);
+                df_out[j] = df * fj * (1.0 - fj);
+                do_out[j] = d_o * oj * (1.0 - oj);
             }
         }
     });
@@ -370,6 +380,30 @@ pub fn fo_pool_backward(
 
 /// Dimensions of an S4D scan: batch, time, channels (H), states per channel (N).
 pub type S4dDims = (usize, usize, usize, usize);
+
+/// The (states, width) transpose of rows `c0..c1` of a (channels, states)
+/// matrix: the layout the scans use, so that inner loops run over channels.
+fn block_transpose(m: &[f32], states: usize, (c0, c1): (usize, usize)) -> Vec<f32> {
+    let width = c1 - c0;
+    let mut out = vec![0.0; states * width];
+    for (j, ch) in (c0..c1).enumerate() {
+        for n in 0..states {
+            out[n * width + j] = m[ch * states + n];
+        }
+    }
+    out
+}
+
+/// Adds the (states, width) block `block` into rows `c0..c1` of the
+/// (channels, states) matrix `m`.
+fn add_block_transposed(m: &mut [f32], block: &[f32], states: usize, (c0, c1): (usize, usize)) {
+    let width = c1 - c0;
+    for (j, ch) in (c0..c1).enumerate() {
+        for n in 0..states {
+            m[ch * states + n] += block[n * width + j];
+        }
+    }
+}
 
 /// S4D forward: per channel `h` and state `n`,
 /// `s_t = dA[h,n] s_{t-1} + dB[h,n] u_t[h]` (`s_{-1} = 0`) and
@@ -397,38 +431,58 @@ pub fn s4d_forward(
     }
     assert_eq!(d.len(), channels, "s4d: D length");
     let blocks = channel_blocks(channels);
+    let transposed: Vec<[Vec<f32>; 3]> = blocks
+        .iter()
+        .map(|&b| [da, db, c].map(|m| block_transpose(m, states, b)))
+        .collect();
     let units = batch * blocks.len();
     let results = map_units(par, units, |unit| {
-        let (bi, (h0, h1)) = (unit / blocks.len(), blocks[unit % blocks.len()]);
+        let (bi, block) = (unit / blocks.len(), unit % blocks.len());
+        let (h0, h1) = blocks[block];
         let width = h1 - h0;
-        let mut s = vec![0.0f32; width * states];
+        let [da, db, c] = &transposed[block];
+        let mut s = vec![0.0f32; states * width];
+        let mut acc = vec![0.0f32; width];
         let mut out = vec![0.0f32; time * width];
-        for t in 0..time {
-            let u_t = &u[(bi * time + t) * channels..(bi * time + t + 1) * channels];
-            for (j, h) in (h0..h1).enumerate() {
-                let s = &mut s[j * states..(j + 1) * states];
-                let (da, db, c) = (
-                    &da[h * states..(h + 1) * states],
-                    &db[h * states..(h + 1) * states],
-                    &c[h * states..(h + 1) * states],
-                );
-                let x = u_t[h];
-                let mut acc = 0.0f32;
-                for n in 0..states {
-                    s[n] = da[n] * s[n] + db[n] * x;
-                    acc += c[n] * s[n];
+        for (t, out_t) in out.chunks_exact_mut(width.max(1)).enumerate().take(time) {
+            let row = (bi * time + t) * channels;
+            let u_t = &u[row + h0..row + h1];
+            acc.fill(0.0);
+            for n in 0..states {
+                let range = n * width..(n + 1) * width;
+                for ((((s, &da), &db), &c), (acc, &x)) in s[range.clone()]
+                    .iter_mut()
+                    .zip(&da[range.clone()])
+                    .zip(&db[range.clone()])
+                    .zip(&c[range])
+                    .zip(acc.iter_mut().zip(u_t))
+                {
+                    *s = da * *s + db * x;
+                    *acc += c * *s;
                 }
-                out[t * width + j] = acc + d[h] * x;
+            }
+            for (((o, &a), &x), &dd) in out_t.iter_mut().zip(&acc).zip(u_t).zip(&d[h0..h1]) {
+                *o = a + dd * x;
             }
         }
         out
     });
-    for (unit, out) in results.into_iter().enumerate() {
-        let (bi, (h0, h1)) = (unit / blocks.len(), blocks[unit % blocks.len()]);
-        let width = h1 - h0;
+    scatter_blocks(y, &results, &blocks, (batch, time, channels));
+}
+
+/// Writes per-unit (time, width) outputs back into (batch, time, channels).
+fn scatter_blocks(
+    dst: &mut [f32],
+    results: &[Vec<f32>],
+    blocks: &[(usize, usize)],
+    (_, time, channels): (usize, usize, usize),
+) {
+    for (unit, out) in results.iter().enumerate() {
+        let (bi, (c0, c1)) = (unit / blocks.len(), blocks[unit % blocks.len()]);
+        let width = c1 - c0;
         for t in 0..time {
             let row = (bi * time + t) * channels;
-            y[row + h0..row + h1].copy_from_slice(&out[t * width..(t + 1) * width]);
+            dst[row + c0..row + c1].copy_from_slice(&out[t * width..(t + 1) * width]);
         }
     }
 }
@@ -473,6 +527,10 @@ pub fn s4d_backward(
     );
     assert_eq!(u.len(), grad_y.len(), "s4d: input length");
     let blocks = channel_blocks(channels);
+    let transposed: Vec<[Vec<f32>; 3]> = blocks
+        .iter()
+        .map(|&b| [da, db, c].map(|m| block_transpose(m, states, b)))
+        .collect();
     let units = batch * blocks.len();
     struct Unit {
         du: Vec<f32>,
@@ -482,28 +540,32 @@ pub fn s4d_backward(
         dd: Vec<f32>,
     }
     let results = map_units(par, units, |unit| {
-        let (bi, (h0, h1)) = (unit / blocks.len(), blocks[unit % blocks.len()]);
+        let (bi, block) = (unit / blocks.len(), unit % blocks.len());
+        let (h0, h1) = blocks[block];
         let width = h1 - h0;
         let ws = width * states;
-        // states s_t for every t of this unit
-        let mut all = vec![0.0f32; time * ws];
+        let [da, db, c] = &transposed[block];
+        // states s_t for every t of this unit, (time, states, width)
+        let mut all = vec![0.0f32; (time + 1) * ws];
         for t in 0..time {
-            let u_t = &u[(bi * time + t) * channels..(bi * time + t + 1) * channels];
-            let (prev, cur) = all.split_at_mut(t * ws);
-            let cur = &mut cur[..ws];
-            let prev = if t > 0 {
-                Some(&prev[(t - 1) * ws..])
-            } else {
-                None
-            };
-            for (j, h) in (h0..h1).enumerate() {
-                let x = u_t[h];
-                for n in 0..states {
-                    let p = prev.map_or(0.0, |p| p[j * states + n]);
-                    cur[j * states + n] = da[h * states + n] * p + db[h * states + n] * x;
+            let row = (bi * time + t) * channels;
+            let u_t = &u[row + h0..row + h1];
+            let (prev, cur) = all.split_at_mut((t + 1) * ws);
+            let prev = &prev[t * ws..];
+            for n in 0..states {
+                let range = n * width..(n + 1) * width;
+                for ((((s, &p), &da), &db), &x) in cur[range.clone()]
+                    .iter_mut()
+                    .zip(&prev[range.clone()])
+                    .zip(&da[range.clone()])
+                    .zip(&db[range])
+                    .zip(u_t)
+                {
+                    *s = da * p + db * x;
                 }
             }
         }
+        // `all` holds s_{t-1} at t * ws (s_{-1} = 0) and s_t at (t + 1) * ws
         let mut r = Unit {
             du: vec![0.0; time * width],
             dda: vec![0.0; ws],
@@ -514,24 +576,39 @@ pub fn s4d_backward(
         let mut ds = vec![0.0f32; ws];
         for t in (0..time).rev() {
             let row = (bi * time + t) * channels;
-            for (j, h) in (h0..h1).enumerate() {
-                let g = grad_y[row + h];
-                let x = u[row + h];
-                let mut du = d[h] * g;
-                r.dd[j] += g * x;
-                for n in 0..states {
-                    let k = j * states + n;
-                    let hn = h * states + n;
-                    let s_t = all[t * ws + k];
-                    let s_prev = if t > 0 { all[(t - 1) * ws + k] } else { 0.0 };
-                    let gs = ds[k] + c[hn] * g;
-                    r.dc[k] += g * s_t;
-                    r.ddb[k] += gs * x;
-                    r.dda[k] += gs * s_prev;
-                    du += gs * db[hn];
-                    ds[k] = gs * da[hn];
+            let (g, x) = (&grad_y[row + h0..row + h1], &u[row + h0..row + h1]);
+            let du = &mut r.du[t * width..(t + 1) * width];
+            for (((du, dd), (&g, &x)), &dskip) in du
+                .iter_mut()
+                .zip(r.dd.iter_mut())
+                .zip(g.iter().zip(x))
+                .zip(&d[h0..h1])
+            {
+                *du = dskip * g;
+                *dd += g * x;
+            }
+            let s_prev = &all[t * ws..(t + 1) * ws];
+            let s_t = &all[(t + 1) * ws..(t + 2) * ws];
+            for n in 0..states {
+                let range = n * width..(n + 1) * width;
+                // exact-length slices, so the loop below has no bounds checks
+                let w = width;
+                let (s_prev, s_t) = (&s_prev[range.clone()][..w], &s_t[range.clone()][..w]);
+                let (c, da) = (&c[range.clone()][..w], &da[range.clone()][..w]);
+                let db = &db[range.clone()][..w];
+                let ds = &mut ds[range.clone()][..w];
+                let dc = &mut r.dc[range.clone()][..w];
+                let ddb = &mut r.ddb[range.clone()][..w];
+                let dda = &mut r.dda[range][..w];
+                let (g, x, du) = (&g[..w], &x[..w], &mut du[..w]);
+                for j in 0..width {
+                    let gs = ds[j] + c[j] * g[j];
+                    dc[j] += g[j] * s_t[j];
+                    ddb[j] += gs * x[j];
+                    dda[j] += gs * s_prev[j];
+                    du[j] += gs * db[j];
+                    ds[j] = gs * da[j];
                 }
-                r.du[t * width + j] = du;
             }
         }
         r
@@ -543,24 +620,14 @@ pub fn s4d_backward(
         c: vec![0.0; channels * states],
         d: vec![0.0; channels],
     };
-    for (unit, r) in results.into_iter().enumerate() {
-        let (bi, (h0, h1)) = (unit / blocks.len(), blocks[unit % blocks.len()]);
-        let width = h1 - h0;
-        for t in 0..time {
-            let row = (bi * time + t) * channels;
-            grads.u[row + h0..row + h1].copy_from_slice(&r.du[t * width..(t + 1) * width]);
-        }
-        let range = h0 * states..h1 * states;
-        for (dst, src) in [
-            (&mut grads.da[range.clone()], &r.dda),
-            (&mut grads.db[range.clone()], &r.ddb),
-            (&mut grads.c[range], &r.dc),
-        ] {
-            for (a, b) in dst.iter_mut().zip(src) {
-                *a += b;
-            }
-        }
-        for (a, b) in grads.d[h0..h1].iter_mut().zip(&r.dd) {
+    let dus: Vec<Vec<f32>> = results.iter().map(|r| r.du.clone()).collect();
+    scatter_blocks(&mut grads.u, &dus, &blocks, (batch, time, channels));
+    for (unit, r) in results.iter().enumerate() {
+        let block = blocks[unit % blocks.len()];
+        add_block_transposed(&mut grads.da, &r.dda, states, block);
+        add_block_transposed(&mut grads.db, &r.ddb, states, block);
+        add_block_transposed(&mut grads.c, &r.dc, states, block);
+        for (a, b) in grads.d[block.0..block.1].iter_mut().zip(&r.dd) {
             *a += b;
         }
     }
@@ -610,17 +677,75 @@ impl SelectiveInputs<'_> {
         assert_eq!(self.d.len(), channels, "selective_scan: D length");
     }
 
-    #[inline]
-    fn step(&self, i: usize) -> f32 {
-        let v = self.delta[i];
-        if self.softplus { softplus(v) } else { v }
+    /// The step sizes of channels `c0..c1` at `row` (a (batch, time) row
+    /// offset), after softplus when asked.
+    fn steps(&self, row: usize, (c0, c1): (usize, usize), out: &mut [f32]) {
+        let raw = &self.delta[row + c0..row + c1];
+        if self.softplus {
+            for (o, &v) in out.iter_mut().zip(raw) {
+                *o = fm::softplus(v);
+            }
+        } else {
+            out.copy_from_slice(raw);
+        }
     }
 }
 
 /// PyTorch's softplus (beta 1, threshold 20).
 #[inline]
 pub fn softplus(x: f32) -> f32 {
-    if x > 20.0 { x } else { x.exp().ln_1p() }
+    fm::softplus(x)
+}
+
+/// One forward step of a selective-scan unit: updates the (states, width)
+/// state `h` and, when given, stores the decays; returns `y` into `out`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn selective_step(
+    h: &mut [f32],
+    decay_out: Option<&mut [f32]>,
+    a_t: &[f32],
+    dt: &[f32],
+    xv: &[f32],
+    bt: &[f32],
+    ct: Option<&[f32]>,
+    acc: &mut [f32],
+    width: usize,
+) {
+    acc.fill(0.0);
+    let mut decay_out = decay_out;
+    for (n, &bn) in bt.iter().enumerate() {
+        let range = n * width..(n + 1) * width;
+        let cn = ct.map_or(0.0, |c| c[n]);
+        let hn = &mut h[range.clone()];
+        let an = &a_t[range.clone()];
+        match decay_out.as_deref_mut() {
+            Some(store) => {
+                for (((((h, &a), &dt), &x), acc), dec) in hn
+                    .iter_mut()
+                    .zip(an)
+                    .zip(dt)
+                    .zip(xv)
+                    .zip(acc.iter_mut())
+                    .zip(store[range].iter_mut())
+                {
+                    let e = fm::exp(dt * a);
+                    *dec = e;
+                    *h = e * *h + dt * bn * x;
+                    *acc += cn * *h;
+                }
+            }
+            None => {
+                for ((((h, &a), &dt), &x), acc) in
+                    hn.iter_mut().zip(an).zip(dt).zip(xv).zip(acc.iter_mut())
+                {
+                    let e = fm::exp(dt * a);
+                    *h = e * *h + dt * bn * x;
+                    *acc += cn * *h;
+                }
+            }
+        }
+    }
 }
 
 /// Selective scan forward (Mamba, Gu & Dao 2023): per channel `d`, state `n`,
@@ -645,45 +770,48 @@ pub fn selective_scan_forward(
         "selective_scan: output length"
     );
     let blocks = channel_blocks(channels);
+    let a_blocks: Vec<Vec<f32>> = blocks
+        .iter()
+        .map(|&b| block_transpose(inputs.a, states, b))
+        .collect();
     let units = batch * blocks.len();
-    let SelectiveInputs { x, a, b, c, d, .. } = inputs;
+    let SelectiveInputs { x, b, c, d, .. } = inputs;
     let results = map_units(par, units, |unit| {
-        let (bi, (d0, d1)) = (unit / blocks.len(), blocks[unit % blocks.len()]);
+        let (bi, block) = (unit / blocks.len(), unit % blocks.len());
+        let (d0, d1) = blocks[block];
         let width = d1 - d0;
-        let mut h = vec![0.0f32; width * states];
-        let mut decay = vec![0.0f32; states];
+        let mut h = vec![0.0f32; states * width];
+        let mut dt = vec![0.0f32; width];
+        let mut acc = vec![0.0f32; width];
         let mut out = vec![0.0f32; time * width];
         for t in 0..time {
             let row = (bi * time + t) * channels;
-            let bt = &b[(bi * time + t) * states..(bi * time + t + 1) * states];
-            let ct = &c[(bi * time + t) * states..(bi * time + t + 1) * states];
-            for (j, ch) in (d0..d1).enumerate() {
-                let dt = inputs.step(row + ch);
-                let xv = x[row + ch];
-                let a_row = &a[ch * states..(ch + 1) * states];
-                for n in 0..states {
-                    decay[n] = dt * a_row[n];
-                }
-                exp_in_place(&mut decay);
-                let h = &mut h[j * states..(j + 1) * states];
-                let mut acc = 0.0f32;
-                for n in 0..states {
-                    h[n] = decay[n] * h[n] + dt * bt[n] * xv;
-                    acc += ct[n] * h[n];
-                }
-                out[t * width + j] = acc + d[ch] * xv;
+            let srow = (bi * time + t) * states;
+            inputs.steps(row, (d0, d1), &mut dt);
+            let xv = &x[row + d0..row + d1];
+            selective_step(
+                &mut h,
+                None,
+                &a_blocks[block],
+                &dt,
+                xv,
+                &b[srow..srow + states],
+                Some(&c[srow..srow + states]),
+                &mut acc,
+                width,
+            );
+            for (((o, &a), &xv), &dd) in out[t * width..(t + 1) * width]
+                .iter_mut()
+                .zip(&acc)
+                .zip(xv)
+                .zip(&d[d0..d1])
+            {
+                *o = a + dd * xv;
             }
         }
         out
     });
-    for (unit, out) in results.into_iter().enumerate() {
-        let (bi, (d0, d1)) = (unit / blocks.len(), blocks[unit % blocks.len()]);
-        let width = d1 - d0;
-        for t in 0..time {
-            let row = (bi * time + t) * channels;
-            y[row + d0..row + d1].copy_from_slice(&out[t * width..(t + 1) * width]);
-        }
-    }
+    scatter_blocks(y, &results, &blocks, (batch, time, channels));
 }
 
 /// Gradients of [`selective_scan_forward`].
@@ -702,6 +830,28 @@ pub struct SelectiveGrads {
     pub c: Vec<f32>,
     /// With respect to `D` (channels).
     pub d: Vec<f32>,
+}
+
+/// Sum of `v` in a fixed order: eight interleaved partial sums (so the
+/// loop vectorizes), combined in index order.
+#[inline(always)]
+fn fixed_order_sum(v: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (l, &x) in lanes.iter_mut().zip(chunk) {
+            *l += x;
+        }
+    }
+    let mut total = 0.0;
+    for l in lanes {
+        total += l;
+    }
+    for &x in rest {
+        total += x;
+    }
+    total
 }
 
 /// Backward of [`selective_scan_forward`] given the output gradient: the
@@ -726,8 +876,12 @@ pub fn selective_scan_backward(
         "selective_scan: gradient length"
     );
     let blocks = channel_blocks(channels);
+    let a_blocks: Vec<Vec<f32>> = blocks
+        .iter()
+        .map(|&b| block_transpose(inputs.a, states, b))
+        .collect();
     let units = batch * blocks.len();
-    let SelectiveInputs { x, a, b, c, d, .. } = inputs;
+    let SelectiveInputs { x, b, c, d, .. } = inputs;
     struct Unit {
         dx: Vec<f32>,
         ddelta: Vec<f32>,
@@ -737,34 +891,35 @@ pub fn selective_scan_backward(
         dc: Vec<f32>,
     }
     let results = map_units(par, units, |unit| {
-        let (bi, (d0, d1)) = (unit / blocks.len(), blocks[unit % blocks.len()]);
+        let (bi, block) = (unit / blocks.len(), unit % blocks.len());
+        let (d0, d1) = blocks[block];
+        let a_t = &a_blocks[block];
         let width = d1 - d0;
         let ws = width * states;
-        let mut decay = vec![0.0f32; states];
-        // states h_t for every t of this unit
-        let mut all = vec![0.0f32; time * ws];
+        // states h_{t-1} at t * ws (h_{-1} = 0), and the decays of step t
+        let mut all = vec![0.0f32; (time + 1) * ws];
+        let mut decays = vec![0.0f32; time * ws];
+        let mut dts = vec![0.0f32; time * width];
+        let mut acc = vec![0.0f32; width];
         for t in 0..time {
             let row = (bi * time + t) * channels;
-            let bt = &b[(bi * time + t) * states..(bi * time + t + 1) * states];
-            let (prev, cur) = all.split_at_mut(t * ws);
+            let srow = (bi * time + t) * states;
+            let dt = &mut dts[t * width..(t + 1) * width];
+            inputs.steps(row, (d0, d1), dt);
+            let (prev, cur) = all.split_at_mut((t + 1) * ws);
             let cur = &mut cur[..ws];
-            for (j, ch) in (d0..d1).enumerate() {
-                let dt = inputs.step(row + ch);
-                let xv = x[row + ch];
-                let a_row = &a[ch * states..(ch + 1) * states];
-                for n in 0..states {
-                    decay[n] = dt * a_row[n];
-                }
-                exp_in_place(&mut decay);
-                for n in 0..states {
-                    let p = if t > 0 {
-                        prev[(t - 1) * ws + j * states + n]
-                    } else {
-                        0.0
-                    };
-                    cur[j * states + n] = decay[n] * p + dt * bt[n] * xv;
-                }
-            }
+            cur.copy_from_slice(&prev[t * ws..]);
+            selective_step(
+                cur,
+                Some(&mut decays[t * ws..(t + 1) * ws]),
+                a_t,
+                dt,
+                &x[row + d0..row + d1],
+                &b[srow..srow + states],
+                None,
+                &mut acc,
+                width,
+            );
         }
         let mut r = Unit {
             dx: vec![0.0; time * width],
@@ -775,46 +930,64 @@ pub fn selective_scan_backward(
             dc: vec![0.0; time * states],
         };
         let mut gh = vec![0.0f32; ws];
+        let mut ddt = vec![0.0f32; width];
+        let mut dc_terms = vec![0.0f32; width];
+        let mut db_terms = vec![0.0f32; width];
         for t in (0..time).rev() {
             let row = (bi * time + t) * channels;
-            let bt = &b[(bi * time + t) * states..(bi * time + t + 1) * states];
-            let ct = &c[(bi * time + t) * states..(bi * time + t + 1) * states];
-            let db_t = &mut r.db[t * states..(t + 1) * states];
-            let dc_t = &mut r.dc[t * states..(t + 1) * states];
-            for (j, ch) in (d0..d1).enumerate() {
-                let g = grad_y[row + ch];
-                let raw = inputs.delta[row + ch];
-                let dt = inputs.step(row + ch);
-                let xv = x[row + ch];
-                let a_row = &a[ch * states..(ch + 1) * states];
-                for n in 0..states {
-                    decay[n] = dt * a_row[n];
+            let srow = (bi * time + t) * states;
+            let (bt, ct) = (&b[srow..srow + states], &c[srow..srow + states]);
+            let g = &grad_y[row + d0..row + d1];
+            let xv = &x[row + d0..row + d1];
+            let dt = &dts[t * width..(t + 1) * width];
+            let dx = &mut r.dx[t * width..(t + 1) * width];
+            for (((dx, dd), (&g, &xv)), &dskip) in dx
+                .iter_mut()
+                .zip(r.dd.iter_mut())
+                .zip(g.iter().zip(xv))
+                .zip(&d[d0..d1])
+            {
+                *dx = dskip * g;
+                *dd += g * xv;
+            }
+            ddt.fill(0.0);
+            let h_prev_all = &all[t * ws..(t + 1) * ws];
+            let h_t_all = &all[(t + 1) * ws..(t + 2) * ws];
+            for n in 0..states {
+                let range = n * width..(n + 1) * width;
+                let (bn, cn) = (bt[n], ct[n]);
+                // exact-length slices, so the loop below has no bounds checks
+                let w = width;
+                let h_prev = &h_prev_all[range.clone()][..w];
+                let h_t = &h_t_all[range.clone()][..w];
+                let dec = &decays[t * ws + n * width..][..w];
+                let an = &a_t[range.clone()][..w];
+                let gh = &mut gh[range.clone()][..w];
+                let da = &mut r.da[range][..w];
+                let (g, xv, dt) = (&g[..w], &xv[..w], &dt[..w]);
+                let (dx, ddt) = (&mut dx[..w], &mut ddt[..w]);
+                let (dc_terms, db_terms) = (&mut dc_terms[..w], &mut db_terms[..w]);
+                for j in 0..width {
+                    let total = gh[j] + cn * g[j];
+                    dc_terms[j] = g[j] * h_t[j];
+                    let through_decay = total * dec[j] * h_prev[j];
+                    da[j] += through_decay * dt[j];
+                    ddt[j] += through_decay * an[j] + total * bn * xv[j];
+                    db_terms[j] = total * dt[j] * xv[j];
+                    dx[j] += total * dt[j] * bn;
+                    gh[j] = total * dec[j];
                 }
-                exp_in_place(&mut decay);
-                let mut dxv = d[ch] * g;
-                let mut ddt = 0.0f32;
-                r.dd[j] += g * xv;
-                let h_t = &all[t * ws + j * states..t * ws + (j + 1) * states];
-                let gh = &mut gh[j * states..(j + 1) * states];
-                let da = &mut r.da[j * states..(j + 1) * states];
-                for n in 0..states {
-                    let h_prev = if t > 0 {
-                        all[(t - 1) * ws + j * states + n]
-                    } else {
-                        0.0
-                    };
-                    let total = gh[n] + ct[n] * g;
-                    dc_t[n] += g * h_t[n];
-                    let through_decay = total * decay[n] * h_prev;
-                    da[n] += through_decay * dt;
-                    ddt += through_decay * a_row[n] + total * bt[n] * xv;
-                    db_t[n] += total * dt * xv;
-                    dxv += total * dt * bt[n];
-                    gh[n] = total * decay[n];
-                }
-                r.dx[t * width + j] = dxv;
-                r.ddelta[t * width + j] = if inputs.softplus && raw <= 20.0 {
-                    ddt / (1.0 + (-raw).exp())
+                r.dc[t * states + n] = fixed_order_sum(dc_terms);
+                r.db[t * states + n] = fixed_order_sum(db_terms);
+            }
+            let raw = &inputs.delta[row + d0..row + d1];
+            for ((out, &ddt), &raw) in r.ddelta[t * width..(t + 1) * width]
+                .iter_mut()
+                .zip(&ddt)
+                .zip(raw)
+            {
+                *out = if inputs.softplus && raw <= 20.0 {
+                    ddt * fm::sigmoid(raw)
                 } else {
                     ddt
                 };
@@ -830,8 +1003,9 @@ pub fn selective_scan_backward(
         c: vec![0.0; batch * time * states],
         d: vec![0.0; channels],
     };
-    for (unit, r) in results.into_iter().enumerate() {
-        let (bi, (d0, d1)) = (unit / blocks.len(), blocks[unit % blocks.len()]);
+    for (unit, r) in results.iter().enumerate() {
+        let (bi, block) = (unit / blocks.len(), blocks[unit % blocks.len()]);
+        let (d0, d1) = block;
         let width = d1 - d0;
         for t in 0..time {
             let row = (bi * time + t) * channels;
@@ -845,20 +1019,10 @@ pub fn selective_scan_backward(
         for (acc, v) in grads.c[bt].iter_mut().zip(&r.dc) {
             *acc += v;
         }
-        for (acc, v) in grads.a[d0 * states..d1 * states].iter_mut().zip(&r.da) {
-            *acc += v;
-        }
+        add_block_transposed(&mut grads.a, &r.da, states, block);
         for (acc, v) in grads.d[d0..d1].iter_mut().zip(&r.dd) {
             *acc += v;
         }
     }
     grads
-}
-
-/// `v[i] = exp(v[i])`.
-#[inline]
-fn exp_in_place(v: &mut [f32]) {
-    for x in v.iter_mut() {
-        *x = x.exp();
-    }
 }
