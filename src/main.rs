@@ -23,6 +23,18 @@ enum Command {
     /// Generate synthetic datasets and inspect Parquet files.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
+    /// Run the coordinator: the job API, the job store and the scheduler.
+    Coordinator(cli::coordinator::CoordinatorArgs),
+    /// Submit a job spec (TOML, or JSON) to a coordinator.
+    Submit(cli::coordinator::SubmitArgs),
+    /// List a coordinator's jobs.
+    Jobs(cli::coordinator::ListArgs),
+    /// Show one job: state, spec, transitions, latest checkpoint.
+    Job(cli::coordinator::JobArgs),
+    /// Cancel a job.
+    Cancel(cli::coordinator::JobArgs),
+    /// List a coordinator's live workers.
+    Workers(cli::coordinator::ListArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +49,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(command) => cli::bench::run(command),
         Command::Data(command) => cli::data::run(command),
+        Command::Coordinator(args) => cli::coordinator::run(args),
+        Command::Submit(args) => cli::coordinator::submit(args),
+        Command::Jobs(args) => cli::coordinator::jobs(args),
+        Command::Job(args) => cli::coordinator::job(args),
+        Command::Cancel(args) => cli::coordinator::cancel(args),
+        Command::Workers(args) => cli::coordinator::workers(args),
     }
 }

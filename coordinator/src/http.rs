@@ -389,3 +389,14 @@ async fn list_workers(State(state): State<AppState>) -> axum::Json<Value> {
 async fn openapi() -> axum::Json<Value> {
     axum::Json(crate::openapi::document())
 }
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

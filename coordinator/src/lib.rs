@@ -4,8 +4,8 @@
 //! specs), [`job`] (identifiers and the job state machine) and
 //! [`scheduler`] (membership and placement, fed with `now`). The driver
 //! around them: [`store`] (SQLite), [`service`] (the shared state that ties
-//! store, scheduler and metrics), [`http`] (the axum API), `client` (a
-//! small HTTP client for the CLI, to come) and [`tokens`] (API tokens on disk).
+//! store, scheduler and metrics), [`http`] (the axum API), [`client`] (a
+//! small HTTP client for the CLI) and [`tokens`] (API tokens on disk).
 //!
 //! Architecture invariant: this crate never depends on `ops` or `models`;
 //! it schedules work and does no numerics.
@@ -13,6 +13,7 @@
 // The OpenAPI document is one large `json!` literal.
 #![recursion_limit = "512"]
 
+pub mod client;
 pub mod error;
 pub mod http;
 pub mod job;

@@ -117,3 +117,50 @@ impl ApiToken {
         difference == 0
     }
 }
+
+/// The join token at `path` for a coordinator whose certificate has
+/// `fingerprint`: `given` if set (it must carry that fingerprint), else the
+/// file's token (same check), else a new one (fresh secret, `address` if
+/// workers should find the coordinator through the token) written to the
+/// file. A token made for another certificate is refused: delete the file.
+pub fn load_or_create_join_token(
+    path: &Path,
+    identity: &protocol::transport::Identity,
+    address: Option<String>,
+    given: Option<&str>,
+) -> Result<(protocol::JoinToken, TokenSource)> {
+    let bad = |problem: String| CoordinatorError::BadToken {
+        what: path.display().to_string(),
+        problem,
+    };
+    let check = |text: &str, source: TokenSource| {
+        let token: protocol::JoinToken = text
+            .trim()
+            .parse()
+            .map_err(|error| bad(format!("not a join token: {error}")))?;
+        if token.fingerprint != identity.fingerprint() {
+            return Err(bad(format!(
+                "the join token pins certificate {}, but this coordinator's is {} (delete the join-token file to make a new token)",
+                token.fingerprint,
+                identity.fingerprint()
+            )));
+        }
+        Ok((token, source))
+    };
+    if let Some(text) = given {
+        return check(text, TokenSource::Given);
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => check(&text, TokenSource::File),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let token = protocol::transport::generate_join_token(identity, address)
+                .map_err(|error| bad(error.to_string()))?;
+            write_secret(path, &token.to_string())?;
+            Ok((token, TokenSource::Created))
+        }
+        Err(source) => Err(CoordinatorError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}

@@ -155,6 +155,9 @@ fn default_window() -> usize {
 impl PlanConfig {
     /// The default shuffle window, in samples.
     pub const DEFAULT_WINDOW: usize = 4096;
+    /// The largest shuffle window accepted (its permutation takes 4 bytes
+    /// per sample).
+    pub const MAX_WINDOW: usize = 1 << 24;
 
     /// A config with the default window and `Drop`.
     pub fn new(seed: u64, global_batch: usize, virtual_ranks: usize) -> Self {
@@ -228,6 +231,21 @@ impl Plan {
             return Err(split_error(
                 "the global batch must be a multiple of the number of virtual ranks",
             ));
+        }
+        if config.shuffle_window > PlanConfig::MAX_WINDOW {
+            return Err(DatasetError::OutOfRange {
+                message: format!(
+                    "shuffle window {} exceeds {} samples",
+                    config.shuffle_window,
+                    PlanConfig::MAX_WINDOW
+                ),
+            });
+        }
+        if !fingerprint.is_consistent() {
+            return Err(DatasetError::FingerprintMismatch {
+                expected: fingerprint.hash.clone(),
+                found: Fingerprint::new(fingerprint.files.clone(), fingerprint.schema.clone()).hash,
+            });
         }
         let layout = Layout::new(fingerprint);
         if layout.samples() < config.global_batch as u64 {

@@ -469,3 +469,29 @@ fn graphs_per_row_batch_as_a_disjoint_union() {
         "{error}"
     );
 }
+
+#[test]
+fn a_reused_batch_gives_the_same_data_as_a_fresh_one() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = write(
+        directory.path(),
+        "seq.parquet",
+        &sequence_table(&[3, 1, 0, 5, 2], false),
+        2,
+    );
+    let mut reader = Reader::new(
+        Dataset::open(&[&path]).unwrap(),
+        Task::Sequence,
+        &ColumnMapping::new(),
+    )
+    .unwrap();
+    let mut reused = datasets::Batch::default();
+    for samples in [vec![3, 0], vec![2], vec![4, 1, 0, 3], vec![1]] {
+        reader.read_samples_into(&samples, &mut reused).unwrap();
+        assert_eq!(reused, reader.read_samples(&samples).unwrap());
+    }
+    for group in [2, 0, 1] {
+        reader.read_row_group_into(group, &mut reused).unwrap();
+        assert_eq!(reused, reader.read_row_group(group).unwrap());
+    }
+}

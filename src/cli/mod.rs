@@ -1,3 +1,4 @@
 //! Subcommands of the `shoal` binary, one module each.
 pub(crate) mod bench;
+pub(crate) mod coordinator;
 pub(crate) mod data;
