@@ -35,6 +35,9 @@ enum Command {
     Cancel(cli::coordinator::JobArgs),
     /// List a coordinator's live workers.
     Workers(cli::coordinator::ListArgs),
+    /// Train a job in single-node mode: its workers as tasks of this process,
+    /// joined by a loopback QUIC ring; writes the checkpoint and metrics.
+    Run(cli::run::RunArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,5 +58,6 @@ fn main() -> anyhow::Result<()> {
         Command::Job(args) => cli::coordinator::job(args),
         Command::Cancel(args) => cli::coordinator::cancel(args),
         Command::Workers(args) => cli::coordinator::workers(args),
+        Command::Run(args) => cli::run::run(args),
     }
 }

@@ -60,6 +60,52 @@ pub struct JobSpec {
     /// Optional held-out data evaluated every `interval_steps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<EvaluationSpec>,
+    /// How inputs are scaled and random inputs drawn.
+    #[serde(default)]
+    pub inputs: InputsSpec,
+}
+
+/// `[inputs]`: scaling of the data and the random inputs the trainer draws
+/// (every draw keyed by seed, epoch and sample id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputsSpec {
+    /// Multiplies every float input read from the data (default 1; 0.0625
+    /// brings the digits' 0-16 pixels into [0, 1]).
+    #[serde(default = "one")]
+    pub scale: f64,
+    /// Standard deviation of the denoising autoencoder's input noise (default 0.1).
+    #[serde(default = "one_tenth")]
+    pub noise_std: f64,
+    /// Probability that the masked autoencoder hides an entry (default 0.75).
+    #[serde(default = "three_quarters")]
+    pub mask_ratio: f64,
+    /// Standard deviation of the Gaussian noise of each Barlow Twins view (default 0.1).
+    #[serde(default = "one_tenth")]
+    pub view_noise_std: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn one_tenth() -> f64 {
+    0.1
+}
+
+fn three_quarters() -> f64 {
+    0.75
+}
+
+impl Default for InputsSpec {
+    fn default() -> Self {
+        InputsSpec {
+            scale: one(),
+            noise_std: one_tenth(),
+            mask_ratio: three_quarters(),
+            view_noise_std: one_tenth(),
+        }
+    }
 }
 
 /// `[model]`: which model, with which constructor arguments.
@@ -436,6 +482,22 @@ impl JobSpec {
 
     /// Checks every field; the first problem found is returned.
     pub fn validate(&self) -> Result<()> {
+        let inputs = &self.inputs;
+        for (field, value) in [
+            ("inputs.scale", inputs.scale),
+            ("inputs.noise_std", inputs.noise_std),
+            ("inputs.view_noise_std", inputs.view_noise_std),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(bad(field, format!("{value} is not a finite number >= 0")));
+            }
+        }
+        if !(0.0..=1.0).contains(&inputs.mask_ratio) {
+            return Err(bad(
+                "inputs.mask_ratio",
+                format!("{} is not a probability in [0, 1]", inputs.mask_ratio),
+            ));
+        }
         if let Some(name) = &self.name {
             if name.trim().is_empty() {
                 return Err(bad("name", "must not be empty"));

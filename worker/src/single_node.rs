@@ -2,9 +2,11 @@
 //! own replica, joined in a ring over loopback QUIC by the same collective
 //! code that joins separate machines. What the tests and the demo use, and
 //! what proves that the number of workers does not change a single bit.
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datasets::Plan;
+use ops::checkpoint::TensorFile;
 use datasets::read::Reader;
 use protocol::transport::{Identity, TransportTuning, bind_endpoint};
 use sha2::{Digest, Sha256};
@@ -22,6 +24,9 @@ pub struct RunOptions {
     pub workers: usize,
     /// Collective settings; `bucket_elements` is taken from the job.
     pub collective: CollectiveConfig,
+    /// A checkpoint to start from (parameters, and optimizer state and data
+    /// position when it has them).
+    pub initial_checkpoint: Option<Arc<TensorFile>>,
 }
 
 /// One step as seen by the first worker, with where its time went.
@@ -80,7 +85,10 @@ pub async fn run_job(
     let mut tasks = Vec::with_capacity(workers);
     for (index, ring) in rings.into_iter().enumerate() {
         let (plan, reader) = open_data()?;
-        let replica = Replica::new(job.clone(), plan, reader)?;
+        let mut replica = Replica::new(job.clone(), plan, reader)?;
+        if let Some(initial) = &options.initial_checkpoint {
+            replica.restore(initial, "the initial checkpoint")?;
+        }
         let sender = (index == 0).then(|| sender.clone());
         tasks.push(tokio::spawn(train_replica(replica, ring, sender)));
     }

@@ -87,6 +87,7 @@ fn networked_checkpoint(
                     timeout: Duration::from_secs(20),
                     ..CollectiveConfig::default()
                 },
+                initial_checkpoint: None,
             },
             |_| {},
         ))
