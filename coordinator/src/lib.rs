@@ -2,7 +2,8 @@
 //!
 //! Pure modules (no clock, no I/O): [`spec`] (parsing and checking job
 //! specs), [`job`] (identifiers and the job state machine) and
-//! [`scheduler`] (membership and placement, fed with `now`). The driver
+//! [`scheduler`] (membership and placement, fed with `now`), [`messages`]
+//! (scheduler output to protocol messages). The driver
 //! around them: [`store`] (SQLite), [`service`] (the shared state that ties
 //! store, scheduler and metrics), [`http`] (the axum API), [`client`] (a
 //! small HTTP client for the CLI) and [`tokens`] (API tokens on disk).
@@ -17,6 +18,7 @@ pub mod client;
 pub mod error;
 pub mod http;
 pub mod job;
+pub mod messages;
 pub mod openapi;
 pub mod scheduler;
 pub mod service;

@@ -23,6 +23,7 @@ use crate::scheduler::{
 use crate::spec::JobSpec;
 use crate::store::{CheckpointRecord, JobRecord, JobStore, StepMetrics, Transition};
 use crate::tokens::ApiToken;
+use protocol::message::RingMembership;
 
 /// How to open a coordinator.
 #[derive(Debug, Clone)]
@@ -287,6 +288,49 @@ impl Coordinator {
         let id = inner.scheduler.handle_register(info, now);
         self.apply(&mut inner)?;
         Ok(id)
+    }
+
+    /// Takes a worker id for a worker whose registration is under way
+    /// (`protocol::transport::accept_registration` names the worker before
+    /// it answers); then [`register_reserved_worker`](Self::register_reserved_worker).
+    pub fn reserve_worker_id(&self) -> WorkerId {
+        self.lock().scheduler.reserve_worker_id()
+    }
+
+    /// A worker registers under a reserved id.
+    pub fn register_reserved_worker(&self, id: WorkerId, info: WorkerInfo) -> Result<()> {
+        let mut inner = self.lock();
+        let now = self.now();
+        inner.scheduler.handle_register_reserved(id, info, now);
+        self.apply(&mut inner)
+    }
+
+    /// The protocol message announcing `ring` to its members, starting at
+    /// `start_step` (members' addresses and fingerprints from their
+    /// registration). `None` if a member is no longer registered (the ring
+    /// is stale: a newer one follows).
+    pub fn ring_membership(&self, ring: &Ring, start_step: u64) -> Option<RingMembership> {
+        let inner = self.lock();
+        crate::messages::ring_membership(ring, start_step, |worker| {
+            inner
+                .scheduler
+                .worker(worker)
+                .map(|status| status.info.clone())
+        })
+    }
+
+    /// Records a checkpoint a worker wrote itself (reported by location,
+    /// `protocol::message::CheckpointReport`), and returns the checkpoints
+    /// now past the job's retention count, whose files the caller deletes.
+    pub fn record_checkpoint(
+        &self,
+        job: JobId,
+        checkpoint: &CheckpointRecord,
+    ) -> Result<Vec<CheckpointRecord>> {
+        let mut inner = self.lock();
+        let keep = inner.store.job(job)?.spec.checkpoint.keep as usize;
+        inner.store.record_checkpoint(job, checkpoint)?;
+        inner.store.prune_checkpoints(job, keep)
     }
 
     /// A worker's heartbeat; `false` if it must register again.
