@@ -422,14 +422,22 @@ impl Coordinator {
 
     /// Persists the scheduler's state changes, forwards what workers must
     /// hear, and refreshes the gauges.
+    /// Every action is applied even if persisting one fails (the first
+    /// failure is returned after the rest went through).
     fn apply(&self, inner: &mut Inner) -> Result<()> {
         let now_ms = unix_ms();
+        let mut first_error = None;
         while let Some(action) = inner.scheduler.poll_action() {
             match &action {
                 Action::SetJobState { job, state, reason } => {
                     let error = (*state == JobState::Failed).then_some(reason.as_str());
-                    inner.store.set_state(*job, *state, reason, error, now_ms)?;
-                    tracing::info!(job = job.0, state = %state, reason, "job state");
+                    match inner.store.set_state(*job, *state, reason, error, now_ms) {
+                        Ok(()) => tracing::info!(job = job.0, state = %state, reason, "job state"),
+                        Err(error) => {
+                            tracing::error!(job = job.0, state = %state, %error, "could not persist a job state");
+                            first_error.get_or_insert(error);
+                        }
+                    }
                 }
                 Action::WorkerDead { worker } => {
                     tracing::warn!(%worker, "worker missed its heartbeats: declared dead");
@@ -451,7 +459,7 @@ impl Coordinator {
         self.metrics
             .workers_alive
             .set(inner.scheduler.workers().count() as i64);
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 
