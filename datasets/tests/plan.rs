@@ -316,3 +316,16 @@ fn bad_plans_are_errors() {
             .is_err()
     );
 }
+
+#[test]
+fn tampered_fingerprints_and_huge_windows_are_refused() {
+    let huge_window = Plan::new(
+        &fingerprint(&[&[20]]),
+        config(0, 10, 2, 1 << 30, PartialBatch::Drop),
+    );
+    assert!(matches!(huge_window, Err(DatasetError::OutOfRange { .. })));
+    let mut tampered = fingerprint(&[&[20]]);
+    tampered.files[0].row_groups = vec![10, 10];
+    let error = Plan::new(&tampered, config(0, 10, 2, 4, PartialBatch::Drop)).unwrap_err();
+    assert!(matches!(error, DatasetError::FingerprintMismatch { .. }));
+}
