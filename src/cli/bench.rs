@@ -26,6 +26,8 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         virtual_ranks: usize,
     },
+    /// f32 GEMM GFLOP/s through `ops` (plain and autodiff) against faer.
+    Gemm(crate::cli::bench_gemm::GemmArgs),
 }
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -37,6 +39,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
             global_batch,
             virtual_ranks,
         } => bench_data(&files, &task, repeats, global_batch, virtual_ranks),
+        BenchCommand::Gemm(args) => crate::cli::bench_gemm::run(args),
     }
 }
 

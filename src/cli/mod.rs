@@ -2,3 +2,4 @@
 pub(crate) mod bench;
 pub(crate) mod coordinator;
 pub(crate) mod data;
+pub(crate) mod bench_gemm;
