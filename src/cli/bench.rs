@@ -95,10 +95,11 @@ fn bench_data(
     let mut batches = vec![datasets::Batch::default(); virtual_ranks];
     let start = Instant::now();
     let mut shuffled_rows = 0u64;
+    let order = plan.epoch_order(0);
     for step in 0..plan.steps_per_epoch() {
         let cursor = datasets::DataCursor { epoch: 0, step };
         for (micro, batch) in plan
-            .micro_batches(cursor, 0..virtual_ranks)?
+            .micro_batches_in(&order, cursor, 0..virtual_ranks)?
             .iter()
             .zip(&mut batches)
         {
