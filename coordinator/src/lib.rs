@@ -5,7 +5,8 @@
 //! [`scheduler`] (membership and placement, fed with `now`), [`messages`]
 //! (scheduler output to protocol messages). The driver
 //! around them: [`store`] (SQLite), [`service`] (the shared state that ties
-//! store, scheduler and metrics), [`http`] (the axum API), [`client`] (a
+//! store, scheduler and metrics), [`http`] (the axum API), [`quic`] (the
+//! workers' QUIC control connections), [`client`] (a
 //! small HTTP client for the CLI) and [`tokens`] (API tokens on disk).
 //!
 //! Architecture invariant: this crate never depends on `ops` or `models`;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod job;
 pub mod messages;
 pub mod openapi;
+pub mod quic;
 pub mod scheduler;
 pub mod service;
 pub mod spec;

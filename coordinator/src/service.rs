@@ -2,7 +2,7 @@
 //! Prometheus metrics behind one lock, with the clock read here (and only
 //! here) to feed the pure scheduler.
 //!
-//! The HTTP API calls the job methods; the QUIC side (not written yet)
+//! The HTTP API calls the job methods; the QUIC side ([`crate::quic`])
 //! calls the worker methods (`register_worker`, `heartbeat`, `report_*`)
 //! and sends the [`Action`]s it receives from the channel returned by
 //! [`Coordinator::open`] to the workers.
@@ -107,7 +107,7 @@ impl std::fmt::Debug for Coordinator {
 }
 
 /// Unix time in milliseconds.
-fn unix_ms() -> i64 {
+pub(crate) fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
