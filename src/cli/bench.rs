@@ -28,6 +28,11 @@ pub(crate) enum BenchCommand {
     },
     /// f32 GEMM GFLOP/s through `ops` (plain and autodiff) against faer.
     Gemm(crate::cli::bench_gemm::GemmArgs),
+    /// Ring all-reduce over QUIC between worker processes on this machine.
+    Allreduce(super::bench_allreduce::AllreduceArgs),
+    /// One worker process of `bench allreduce` (started by it).
+    #[command(hide = true)]
+    AllreduceWorker(super::bench_allreduce::AllreduceWorkerArgs),
 }
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -40,6 +45,8 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
             virtual_ranks,
         } => bench_data(&files, &task, repeats, global_batch, virtual_ranks),
         BenchCommand::Gemm(args) => crate::cli::bench_gemm::run(args),
+        BenchCommand::Allreduce(args) => super::bench_allreduce::run(args),
+        BenchCommand::AllreduceWorker(args) => super::bench_allreduce::run_worker(args),
     }
 }
 
