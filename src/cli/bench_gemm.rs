@@ -22,7 +22,7 @@ pub(crate) struct GemmArgs {
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Timed samples per measurement (the median is reported).
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 11)]
     samples: usize,
     /// Print one JSON document instead of a table.
     #[arg(long)]
@@ -45,25 +45,42 @@ pub(crate) struct GemmFigures {
     pub(crate) ops_train: f64,
 }
 
-/// Median seconds per call of `f`, over `samples` timed samples; each
-/// sample repeats `f` enough times to last about 2 ms.
-fn median_seconds(samples: usize, mut f: impl FnMut()) -> f64 {
-    f(); // warm up (page faults, packing buffers, the thread pool)
-    let start = Instant::now();
-    f();
-    let once = start.elapsed().as_secs_f64().max(1e-9);
-    let repeats = ((2e-3 / once).ceil() as usize).clamp(1, 10_000);
-    let mut times: Vec<f64> = (0..samples.max(1))
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..repeats {
-                f();
-            }
-            start.elapsed().as_secs_f64() / repeats as f64
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+/// Median seconds per call of `baseline` and of `candidate`, over
+/// `samples` timed samples each, taken alternately (baseline, candidate,
+/// baseline, ...) so that drifts of the machine's speed hit both alike.
+/// Each sample repeats its function enough times to last about 2 ms.
+fn paired_median_seconds(
+    samples: usize,
+    mut baseline: impl FnMut(),
+    mut candidate: impl FnMut(),
+) -> (f64, f64) {
+    let repeats_for = |f: &mut dyn FnMut()| {
+        f(); // warm up (page faults, packing buffers, the thread pool)
+        let start = Instant::now();
+        f();
+        let once = start.elapsed().as_secs_f64().max(1e-9);
+        ((2e-3 / once).ceil() as usize).clamp(1, 10_000)
+    };
+    let baseline_repeats = repeats_for(&mut baseline);
+    let candidate_repeats = repeats_for(&mut candidate);
+    let time = |f: &mut dyn FnMut(), repeats: usize| {
+        let start = Instant::now();
+        for _ in 0..repeats {
+            f();
+        }
+        start.elapsed().as_secs_f64() / repeats as f64
+    };
+    let mut baseline_times = Vec::new();
+    let mut candidate_times = Vec::new();
+    for _ in 0..samples.max(1) {
+        baseline_times.push(time(&mut baseline, baseline_repeats));
+        candidate_times.push(time(&mut candidate, candidate_repeats));
+    }
+    let median = |mut times: Vec<f64>| {
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    };
+    (median(baseline_times), median(candidate_times))
 }
 
 fn deterministic_values(count: usize, seed: u64) -> Vec<f32> {
@@ -92,33 +109,39 @@ pub(crate) fn measure(n: usize, par: Par, samples: usize) -> GemmFigures {
         MatRef::from_row_major_slice(&b, n, n),
         MatRef::from_row_major_slice(&seed, n, n),
     );
-    let faer_forward = median_seconds(samples, || {
-        let out = MatMut::from_row_major_slice_mut(&mut c, n, n);
-        faer::linalg::matmul::matmul(out, Accum::Replace, am, bm, 1.0, par);
-    });
-    let faer_train = median_seconds(samples, || {
-        let out = MatMut::from_row_major_slice_mut(&mut c, n, n);
-        faer::linalg::matmul::matmul(out, Accum::Replace, am, bm, 1.0, par);
-        let out = MatMut::from_row_major_slice_mut(&mut da, n, n);
-        let bt = bm.transpose();
-        faer::linalg::matmul::matmul(out, Accum::Replace, gm, bt, 1.0, par);
-        let out = MatMut::from_row_major_slice_mut(&mut db, n, n);
-        let at = am.transpose();
-        faer::linalg::matmul::matmul(out, Accum::Replace, at, gm, 1.0, par);
-    });
-
-    let (ta, tb) = (Tensor::from_vec([n, n], a), Tensor::from_vec([n, n], b));
+    let (ta, tb) = (
+        Tensor::from_vec([n, n], a.clone()),
+        Tensor::from_vec([n, n], b.clone()),
+    );
     let (pa, pb) = (ta.as_parameter(), tb.as_parameter());
-    let seed = Tensor::from_vec([n, n], seed);
-    let (ops_forward, ops_train) = ops::with_parallelism(par, || {
-        let forward = median_seconds(samples, || {
-            std::hint::black_box(ta.matmul(&tb));
-        });
-        let train = median_seconds(samples, || {
-            let out = pa.matmul(&pb);
-            std::hint::black_box(out.backward_with(seed.clone()));
-        });
-        (forward, train)
+    let seed_tensor = Tensor::from_vec([n, n], seed.clone());
+    let (faer_forward, ops_forward, faer_train, ops_train) = ops::with_parallelism(par, || {
+        let (faer_forward, ops_forward) = paired_median_seconds(
+            samples,
+            || {
+                let out = MatMut::from_row_major_slice_mut(&mut c, n, n);
+                faer::linalg::matmul::matmul(out, Accum::Replace, am, bm, 1.0, par);
+            },
+            || {
+                std::hint::black_box(ta.matmul(&tb));
+            },
+        );
+        let (faer_train, ops_train) = paired_median_seconds(
+            samples,
+            || {
+                let out = MatMut::from_row_major_slice_mut(&mut c, n, n);
+                faer::linalg::matmul::matmul(out, Accum::Replace, am, bm, 1.0, par);
+                let out = MatMut::from_row_major_slice_mut(&mut da, n, n);
+                faer::linalg::matmul::matmul(out, Accum::Replace, gm, bm.transpose(), 1.0, par);
+                let out = MatMut::from_row_major_slice_mut(&mut db, n, n);
+                faer::linalg::matmul::matmul(out, Accum::Replace, am.transpose(), gm, 1.0, par);
+            },
+            || {
+                let out = pa.matmul(&pb);
+                std::hint::black_box(out.backward_with(seed_tensor.clone()));
+            },
+        );
+        (faer_forward, ops_forward, faer_train, ops_train)
     });
     GemmFigures {
         n,
