@@ -4,6 +4,8 @@ use std::time::Instant;
 
 use clap::Subcommand;
 
+use crate::cli::bench_models;
+
 #[derive(Subcommand)]
 pub(crate) enum BenchCommand {
     /// Read throughput of the columns a task needs (rows/s, MB/s), as JSON.
@@ -33,10 +35,13 @@ pub(crate) enum BenchCommand {
     /// One worker process of `bench allreduce` (started by it).
     #[command(hide = true)]
     AllreduceWorker(super::bench_allreduce::AllreduceWorkerArgs),
+    /// Training-step time of every model (as `pytorch_bench.py`).
+    Models(bench_models::ModelsArgs),
 }
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Models(args) => bench_models::run(args),
         BenchCommand::Data {
             files,
             task,

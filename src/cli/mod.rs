@@ -2,5 +2,6 @@
 pub(crate) mod bench;
 pub(crate) mod bench_allreduce;
 pub(crate) mod bench_gemm;
+pub(crate) mod bench_models;
 pub(crate) mod coordinator;
 pub(crate) mod data;
