@@ -375,6 +375,7 @@ async fn list_workers(State(state): State<AppState>) -> axum::Json<Value> {
         .map(|worker| {
             json!({
                 "id": worker.id.0,
+                "name": worker.info.name,
                 "address": worker.info.address,
                 "threads": worker.info.threads,
                 "job": worker.job,

@@ -2,9 +2,11 @@
 //!
 //! Pure modules (no clock, no I/O): [`spec`] (parsing and checking job
 //! specs), [`job`] (identifiers and the job state machine) and
-//! [`scheduler`] (membership and placement, fed with `now`). The driver
+//! [`scheduler`] (membership and placement, fed with `now`), [`messages`]
+//! (scheduler output to protocol messages). The driver
 //! around them: [`store`] (SQLite), [`service`] (the shared state that ties
-//! store, scheduler and metrics), [`http`] (the axum API), [`client`] (a
+//! store, scheduler and metrics), [`http`] (the axum API), [`quic`] (the
+//! workers' QUIC control connections), [`client`] (a
 //! small HTTP client for the CLI) and [`tokens`] (API tokens on disk).
 //!
 //! Architecture invariant: this crate never depends on `ops` or `models`;
@@ -17,7 +19,9 @@ pub mod client;
 pub mod error;
 pub mod http;
 pub mod job;
+pub mod messages;
 pub mod openapi;
+pub mod quic;
 pub mod scheduler;
 pub mod service;
 pub mod spec;

@@ -54,14 +54,21 @@ pub struct Demand {
     pub virtual_ranks: u32,
 }
 
-/// What a worker said about itself when it registered.
+/// What a worker said about itself when it registered (the fields of
+/// `protocol::message::Register`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct WorkerInfo {
+    /// A name for people (host name, pod name).
+    pub name: String,
     /// Where the worker's collective endpoint listens (`host:port`), for
     /// its ring neighbours.
     pub address: String,
+    /// SHA-256 fingerprint (hex) of its ring certificate, for its peers.
+    pub fingerprint: String,
     /// Compute threads it uses.
     pub threads: u32,
+    /// Memory available to it, bytes.
+    pub memory_bytes: u64,
 }
 
 /// A registered, live worker.
@@ -244,8 +251,30 @@ impl Scheduler {
 
     /// A worker registers; returns the id it is known by from now on.
     pub fn handle_register(&mut self, info: WorkerInfo, now: Duration) -> WorkerId {
+        let id = self.reserve_worker_id();
+        self.handle_register_reserved(id, info, now);
+        id
+    }
+
+    /// Takes the next worker id without registering anyone yet (for a
+    /// transport that names the worker before its handshake completes; see
+    /// [`handle_register_reserved`](Self::handle_register_reserved)). An id
+    /// reserved and never registered is simply skipped.
+    pub fn reserve_worker_id(&mut self) -> WorkerId {
         let id = WorkerId(self.next_worker);
         self.next_worker += 1;
+        id
+    }
+
+    /// A worker registers under an id from [`reserve_worker_id`](Self::reserve_worker_id).
+    ///
+    /// # Panics
+    /// If `id` was not reserved or is already registered.
+    pub fn handle_register_reserved(&mut self, id: WorkerId, info: WorkerInfo, now: Duration) {
+        assert!(
+            id.0 < self.next_worker && !self.workers.contains_key(&id),
+            "worker id {id} was not reserved, or is registered already"
+        );
         self.workers.insert(
             id,
             WorkerStatus {
@@ -257,7 +286,6 @@ impl Scheduler {
             },
         );
         self.place();
-        id
     }
 
     /// A worker's heartbeat. `false`: the worker is unknown (never

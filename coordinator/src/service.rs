@@ -2,7 +2,7 @@
 //! Prometheus metrics behind one lock, with the clock read here (and only
 //! here) to feed the pure scheduler.
 //!
-//! The HTTP API calls the job methods; the QUIC side (not written yet)
+//! The HTTP API calls the job methods; the QUIC side ([`crate::quic`])
 //! calls the worker methods (`register_worker`, `heartbeat`, `report_*`)
 //! and sends the [`Action`]s it receives from the channel returned by
 //! [`Coordinator::open`] to the workers.
@@ -23,6 +23,7 @@ use crate::scheduler::{
 use crate::spec::JobSpec;
 use crate::store::{CheckpointRecord, JobRecord, JobStore, StepMetrics, Transition};
 use crate::tokens::ApiToken;
+use protocol::message::RingMembership;
 
 /// How to open a coordinator.
 #[derive(Debug, Clone)]
@@ -106,7 +107,7 @@ impl std::fmt::Debug for Coordinator {
 }
 
 /// Unix time in milliseconds.
-fn unix_ms() -> i64 {
+pub(crate) fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
@@ -289,6 +290,49 @@ impl Coordinator {
         Ok(id)
     }
 
+    /// Takes a worker id for a worker whose registration is under way
+    /// (`protocol::transport::accept_registration` names the worker before
+    /// it answers); then [`register_reserved_worker`](Self::register_reserved_worker).
+    pub fn reserve_worker_id(&self) -> WorkerId {
+        self.lock().scheduler.reserve_worker_id()
+    }
+
+    /// A worker registers under a reserved id.
+    pub fn register_reserved_worker(&self, id: WorkerId, info: WorkerInfo) -> Result<()> {
+        let mut inner = self.lock();
+        let now = self.now();
+        inner.scheduler.handle_register_reserved(id, info, now);
+        self.apply(&mut inner)
+    }
+
+    /// The protocol message announcing `ring` to its members, starting at
+    /// `start_step` (members' addresses and fingerprints from their
+    /// registration). `None` if a member is no longer registered (the ring
+    /// is stale: a newer one follows).
+    pub fn ring_membership(&self, ring: &Ring, start_step: u64) -> Option<RingMembership> {
+        let inner = self.lock();
+        crate::messages::ring_membership(ring, start_step, |worker| {
+            inner
+                .scheduler
+                .worker(worker)
+                .map(|status| status.info.clone())
+        })
+    }
+
+    /// Records a checkpoint a worker wrote itself (reported by location,
+    /// `protocol::message::CheckpointReport`), and returns the checkpoints
+    /// now past the job's retention count, whose files the caller deletes.
+    pub fn record_checkpoint(
+        &self,
+        job: JobId,
+        checkpoint: &CheckpointRecord,
+    ) -> Result<Vec<CheckpointRecord>> {
+        let mut inner = self.lock();
+        let keep = inner.store.job(job)?.spec.checkpoint.keep as usize;
+        inner.store.record_checkpoint(job, checkpoint)?;
+        inner.store.prune_checkpoints(job, keep)
+    }
+
     /// A worker's heartbeat; `false` if it must register again.
     pub fn heartbeat(&self, worker: WorkerId) -> bool {
         let now = self.now();
@@ -378,14 +422,22 @@ impl Coordinator {
 
     /// Persists the scheduler's state changes, forwards what workers must
     /// hear, and refreshes the gauges.
+    /// Every action is applied even if persisting one fails (the first
+    /// failure is returned after the rest went through).
     fn apply(&self, inner: &mut Inner) -> Result<()> {
         let now_ms = unix_ms();
+        let mut first_error = None;
         while let Some(action) = inner.scheduler.poll_action() {
             match &action {
                 Action::SetJobState { job, state, reason } => {
                     let error = (*state == JobState::Failed).then_some(reason.as_str());
-                    inner.store.set_state(*job, *state, reason, error, now_ms)?;
-                    tracing::info!(job = job.0, state = %state, reason, "job state");
+                    match inner.store.set_state(*job, *state, reason, error, now_ms) {
+                        Ok(()) => tracing::info!(job = job.0, state = %state, reason, "job state"),
+                        Err(error) => {
+                            tracing::error!(job = job.0, state = %state, %error, "could not persist a job state");
+                            first_error.get_or_insert(error);
+                        }
+                    }
                 }
                 Action::WorkerDead { worker } => {
                     tracing::warn!(%worker, "worker missed its heartbeats: declared dead");
@@ -407,7 +459,7 @@ impl Coordinator {
         self.metrics
             .workers_alive
             .set(inner.scheduler.workers().count() as i64);
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 

@@ -398,8 +398,10 @@ async fn workers_and_prometheus_metrics() {
     let worker = api
         .coordinator
         .register_worker(WorkerInfo {
+            name: "node-a".to_string(),
             address: "10.0.0.2:7000".to_string(),
             threads: 2,
+            ..WorkerInfo::default()
         })
         .unwrap();
     assert_eq!(
@@ -409,6 +411,7 @@ async fn workers_and_prometheus_metrics() {
     let workers = api.get("/v1/workers").await.json();
     assert_eq!(workers["workers"][0]["id"], worker.0);
     assert_eq!(workers["workers"][0]["address"], "10.0.0.2:7000");
+    assert_eq!(workers["workers"][0]["name"], "node-a");
     assert_eq!(workers["workers"][0]["job"], 1);
     let job = api.get("/v1/jobs/1").await.json();
     assert_eq!(job["state"], "running");

@@ -3,6 +3,7 @@
 //! `max`, cancellation and virtual-rank re-mapping.
 use std::time::Duration;
 
+use coordinator::messages::ring_membership;
 use coordinator::scheduler::{
     Action, Demand, Outcome, RingChange, Scheduler, SchedulerConfig, WorkerInfo, rank_ranges,
 };
@@ -30,8 +31,10 @@ impl Simulation {
         let address = format!("10.0.0.{}:7000", self.scheduler.workers().count() + 1);
         self.scheduler.handle_register(
             WorkerInfo {
+                fingerprint: format!("{:064x}", self.scheduler.workers().count() + 1),
                 address,
                 threads: 2,
+                ..WorkerInfo::default()
             },
             self.now,
         )
@@ -508,4 +511,69 @@ fn a_long_random_run_keeps_the_invariants() {
         }
         assert_eq!(sim.scheduler.workers().count(), alive.len());
     }
+}
+
+#[test]
+fn reserved_ids_and_ring_membership_messages() {
+    let mut sim = Simulation::new();
+    let w1 = sim.register();
+    // A transport names the worker before its handshake completes.
+    let reserved = sim.scheduler.reserve_worker_id();
+    let skipped = sim.scheduler.reserve_worker_id();
+    assert_eq!((reserved, skipped), (WorkerId(2), WorkerId(3)));
+    assert_eq!(sim.register(), WorkerId(4));
+    sim.scheduler.handle_register_reserved(
+        reserved,
+        WorkerInfo {
+            address: "10.0.0.9:7000".to_string(),
+            ..WorkerInfo::default()
+        },
+        sim.now,
+    );
+    sim.scheduler.submit(JobId(5), demand(2, 3, 7));
+    sim.actions();
+    let ring = sim.scheduler.ring(JobId(5)).unwrap();
+    assert_eq!(ring.workers(), [w1, reserved, WorkerId(4)]);
+    sim.scheduler.handle_leave(WorkerId(4));
+    let Some(Action::FormRing { ring, .. }) = sim.scheduler.poll_action() else {
+        panic!("the ring re-forms");
+    };
+    let lookup = |worker| {
+        sim.scheduler
+            .worker(worker)
+            .map(|status| status.info.clone())
+    };
+    let message = ring_membership(&ring, 42, lookup).unwrap();
+    assert_eq!(message.job_id, 5);
+    assert_eq!(message.generation, 2);
+    assert_eq!(message.virtual_ranks, 7);
+    assert_eq!(message.start_step, 42);
+    assert_eq!(message.state_source, Some(0));
+    let members: Vec<(u64, &str, u32, u32)> = message
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.worker_id,
+                m.address.as_str(),
+                m.first_virtual_rank,
+                m.virtual_rank_count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        members,
+        [(1, "10.0.0.1:7000", 0, 3), (2, "10.0.0.9:7000", 3, 4)]
+    );
+    assert_eq!(message.members[0].fingerprint, format!("{:064x}", 1));
+    // A member that is gone makes the message unbuildable (a newer ring follows).
+    assert!(ring_membership(&ring, 42, |_| None).is_none());
+}
+
+#[test]
+#[should_panic(expected = "was not reserved")]
+fn registering_an_unreserved_id_is_a_programming_error() {
+    let mut sim = Simulation::new();
+    sim.scheduler
+        .handle_register_reserved(WorkerId(9), WorkerInfo::default(), sim.now);
 }

@@ -337,6 +337,28 @@ impl Plan {
         cursor: DataCursor,
         ranks: Range<usize>,
     ) -> Result<Vec<MicroBatch>> {
+        self.micro_batches_in(&self.epoch_order(cursor.epoch), cursor, ranks)
+    }
+
+    /// Like [`Plan::micro_batches`], with the epoch's order computed by the
+    /// caller (reusing one `EpochOrder` across the steps of an epoch saves
+    /// recomputing its permutations every step).
+    ///
+    /// # Panics
+    /// If `order` is not the order of `cursor.epoch` of this plan.
+    pub fn micro_batches_in(
+        &self,
+        order: &EpochOrder,
+        cursor: DataCursor,
+        ranks: Range<usize>,
+    ) -> Result<Vec<MicroBatch>> {
+        assert_eq!(
+            order.epoch(),
+            cursor.epoch,
+            "Plan::micro_batches_in: order of epoch {} for a step of epoch {}",
+            order.epoch(),
+            cursor.epoch
+        );
         if cursor.step >= self.steps_per_epoch() {
             return Err(DatasetError::OutOfRange {
                 message: format!(
@@ -356,7 +378,6 @@ impl Plan {
         let start = step_start + ranks.start as u64 * micro;
         let end = step_start + ranks.end as u64 * micro;
         let samples = self.samples();
-        let order = self.epoch_order(cursor.epoch);
         // Positions past the end wrap to the start of the same order (Pad).
         let real_end = end.min(samples);
         let mut ids = if start < real_end {
@@ -428,6 +449,9 @@ pub struct EpochOrder {
     samples: u64,
     key: u64,
     epoch: u64,
+    /// The last window permutation computed: consecutive steps mostly fall
+    /// in the same window, so a reused `EpochOrder` computes each once.
+    last_window: std::cell::RefCell<Option<(u64, Vec<u32>)>>,
 }
 
 const STREAM_ROW_GROUPS: u64 = 0x5257_4752_4f55_5053; // "RGROUPS"
@@ -456,7 +480,13 @@ impl EpochOrder {
             samples: plan.samples(),
             key: plan.key,
             epoch,
+            last_window: std::cell::RefCell::new(None),
         }
+    }
+
+    /// The epoch this is the order of.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The row groups in this epoch's order (indices over all files).
@@ -490,9 +520,17 @@ impl EpochOrder {
             let window = position / self.window;
             let window_start = window * self.window;
             let window_end = (window_start + self.window).min(self.samples);
-            let stream = mix64(STREAM_WINDOW ^ mix64(self.epoch) ^ mix64(window.wrapping_add(1)));
-            let permutation =
-                Keyed::new(self.key, stream).permutation((window_end - window_start) as usize);
+            let mut last_window = self.last_window.borrow_mut();
+            if last_window.as_ref().map(|(cached, _)| *cached) != Some(window) {
+                let stream =
+                    mix64(STREAM_WINDOW ^ mix64(self.epoch) ^ mix64(window.wrapping_add(1)));
+                let permutation =
+                    Keyed::new(self.key, stream).permutation((window_end - window_start) as usize);
+                *last_window = Some((window, permutation));
+            }
+            let Some((_, permutation)) = last_window.as_ref() else {
+                unreachable!("the window's permutation was just computed");
+            };
             let stop = range.end.min(window_end);
             for inner in position..stop {
                 let shuffled = permutation[(inner - window_start) as usize] as u64;

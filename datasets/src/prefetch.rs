@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use crate::error::Result;
-use crate::plan::{DataCursor, MicroBatch, Plan};
+use crate::plan::{DataCursor, EpochOrder, MicroBatch, Plan};
 use crate::read::{Batch, Reader};
 
 /// The data of one step for the virtual ranks a worker hosts.
@@ -32,6 +32,7 @@ pub struct StepBatches {
     ranks: Range<usize>,
     next: DataCursor,
     remaining: u64,
+    order: Option<EpochOrder>,
 }
 
 impl StepBatches {
@@ -57,12 +58,25 @@ impl StepBatches {
             ranks,
             next: start,
             remaining: steps,
+            order: None,
         })
     }
 
     fn read_step(&mut self) -> Result<StepBatch> {
         let cursor = self.next;
-        let micro_batches = self.plan.micro_batches(cursor, self.ranks.clone())?;
+        if self
+            .order
+            .as_ref()
+            .is_none_or(|order| order.epoch() != cursor.epoch)
+        {
+            self.order = Some(self.plan.epoch_order(cursor.epoch));
+        }
+        let micro_batches = match &self.order {
+            Some(order) => self
+                .plan
+                .micro_batches_in(order, cursor, self.ranks.clone())?,
+            None => self.plan.micro_batches(cursor, self.ranks.clone())?,
+        };
         let mut out = Vec::with_capacity(micro_batches.len());
         for micro_batch in micro_batches {
             let batch = self.reader.read_samples(&micro_batch.samples)?;

@@ -316,3 +316,37 @@ fn bad_plans_are_errors() {
             .is_err()
     );
 }
+
+#[test]
+fn tampered_fingerprints_and_huge_windows_are_refused() {
+    let huge_window = Plan::new(
+        &fingerprint(&[&[20]]),
+        config(0, 10, 2, 1 << 30, PartialBatch::Drop),
+    );
+    assert!(matches!(huge_window, Err(DatasetError::OutOfRange { .. })));
+    let mut tampered = fingerprint(&[&[20]]);
+    tampered.files[0].row_groups = vec![10, 10];
+    let error = Plan::new(&tampered, config(0, 10, 2, 4, PartialBatch::Drop)).unwrap_err();
+    assert!(matches!(error, DatasetError::FingerprintMismatch { .. }));
+}
+
+#[test]
+fn a_reused_epoch_order_gives_the_same_micro_batches() {
+    let fingerprint = fingerprint(&[&[37, 64, 5], &[90]]);
+    for window in [1, 7, 64, 10_000] {
+        let plan = Plan::new(&fingerprint, config(5, 12, 3, window, PartialBatch::Pad)).unwrap();
+        for epoch in 0..2 {
+            let order = plan.epoch_order(epoch);
+            // Out of order too: the cached window must not leak into another.
+            let mut steps: Vec<u64> = (0..plan.steps_per_epoch()).collect();
+            steps.rotate_left(5);
+            for step in steps {
+                let cursor = DataCursor { epoch, step };
+                assert_eq!(
+                    plan.micro_batches_in(&order, cursor, 0..3).unwrap(),
+                    plan.micro_batches(cursor, 0..3).unwrap()
+                );
+            }
+        }
+    }
+}

@@ -312,3 +312,21 @@ fn parity_checkpoint_keys_match_state_dict() {
         );
     }
 }
+
+/// Every fixture of the directory, whatever its model: fixtures made anew
+/// with `make_fixtures.py --seed N --scale K` (point `SHOAL_PARITY_DIR` at
+/// them) are checked without a code change, and a fixture of a kind shoal
+/// does not build fails here.
+#[test]
+fn parity_every_fixture() {
+    let missing = missing_kinds();
+    let failures: Vec<String> = fixture_files()
+        .iter()
+        .filter_map(|path| check_fixture(path).err())
+        .collect();
+    assert!(
+        failures.is_empty() && missing.is_empty(),
+        "model kinds without an implementation: {missing:?}\n{}",
+        failures.join("\n")
+    );
+}

@@ -4,6 +4,8 @@ use std::time::Instant;
 
 use clap::Subcommand;
 
+use crate::cli::bench_models;
+
 #[derive(Subcommand)]
 pub(crate) enum BenchCommand {
     /// Read throughput of the columns a task needs (rows/s, MB/s), as JSON.
@@ -26,10 +28,20 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         virtual_ranks: usize,
     },
+    /// f32 GEMM GFLOP/s through `ops` (plain and autodiff) against faer.
+    Gemm(crate::cli::bench_gemm::GemmArgs),
+    /// Ring all-reduce over QUIC between worker processes on this machine.
+    Allreduce(super::bench_allreduce::AllreduceArgs),
+    /// One worker process of `bench allreduce` (started by it).
+    #[command(hide = true)]
+    AllreduceWorker(super::bench_allreduce::AllreduceWorkerArgs),
+    /// Training-step time of every model (as `pytorch_bench.py`).
+    Models(bench_models::ModelsArgs),
 }
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Models(args) => bench_models::run(args),
         BenchCommand::Data {
             files,
             task,
@@ -37,6 +49,9 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
             global_batch,
             virtual_ranks,
         } => bench_data(&files, &task, repeats, global_batch, virtual_ranks),
+        BenchCommand::Gemm(args) => crate::cli::bench_gemm::run(args),
+        BenchCommand::Allreduce(args) => super::bench_allreduce::run(args),
+        BenchCommand::AllreduceWorker(args) => super::bench_allreduce::run_worker(args),
     }
 }
 
@@ -92,10 +107,11 @@ fn bench_data(
     let mut batches = vec![datasets::Batch::default(); virtual_ranks];
     let start = Instant::now();
     let mut shuffled_rows = 0u64;
+    let order = plan.epoch_order(0);
     for step in 0..plan.steps_per_epoch() {
         let cursor = datasets::DataCursor { epoch: 0, step };
         for (micro, batch) in plan
-            .micro_batches(cursor, 0..virtual_ranks)?
+            .micro_batches_in(&order, cursor, 0..virtual_ranks)?
             .iter()
             .zip(&mut batches)
         {

@@ -106,15 +106,16 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
 
     let identity = protocol::transport::Identity::load_or_create(data_dir)?;
     let join_token_path = data_dir.join("join-token");
-    let advertised = (!args.quic_addr.ip().is_unspecified()).then(|| args.quic_addr.to_string());
-    let (_join_token, join_source) = tokens::load_or_create_join_token(
+    let advertised = (!args.quic_addr.ip().is_unspecified() && args.quic_addr.port() != 0)
+        .then(|| args.quic_addr.to_string());
+    let (join_token, join_source) = tokens::load_or_create_join_token(
         &join_token_path,
         &identity,
         advertised,
         args.join_token.as_deref(),
     )?;
 
-    let (coordinator, mut actions) = Coordinator::open(CoordinatorConfig {
+    let (coordinator, actions) = Coordinator::open(CoordinatorConfig {
         data_dir: data_dir.clone(),
         api_token,
         scheduler: SchedulerConfig {
@@ -122,16 +123,26 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
         },
     })?;
 
-    // HOOK(quic-worker-endpoint): the QUIC endpoint on `args.quic_addr` that
-    // accepts workers (protocol::transport::accept_registration with the
-    // join token's secret), calls coordinator.register_worker / heartbeat /
-    // worker_left / report_step / store_checkpoint / report_finished, and
-    // sends these actions to the workers. Until it exists they are logged.
-    tokio::spawn(async move {
-        while let Some(action) = actions.recv().await {
-            tracing::debug!(?action, "action for workers (no QUIC endpoint yet)");
-        }
-    });
+    // The workers' QUIC endpoint: registration with the join token,
+    // heartbeats, reports, and the scheduler's actions as messages.
+    let heartbeat_timeout = Duration::from_secs(args.heartbeat_timeout_s.max(1));
+    let tuning = protocol::transport::TransportTuning::default();
+    let endpoint = protocol::transport::bind_endpoint(
+        args.quic_addr,
+        Some(protocol::transport::server_config(&identity, &tuning)?),
+        &tuning,
+    )?;
+    let quic_addr = endpoint.local_addr()?;
+    tokio::spawn(coordinator::quic::serve_workers(
+        coordinator.clone(),
+        endpoint,
+        coordinator::quic::WorkerEndpointConfig {
+            secret: join_token.secret.clone(),
+            heartbeat_interval: heartbeat_timeout / 3,
+            handshake_timeout: Duration::from_secs(10),
+        },
+        actions,
+    ));
     let ticker = coordinator.clone();
     tokio::spawn(async move {
         loop {
@@ -163,8 +174,7 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
         where_(api_source, &api_token_path)
     );
     println!(
-        "  workers (QUIC): {}  (join token {}; certificate {})",
-        args.quic_addr,
+        "  workers (QUIC): {quic_addr}  (join token {}; certificate {})",
         where_(join_source, &join_token_path),
         identity.fingerprint()
     );
@@ -177,7 +187,7 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
     println!("Start a worker:");
     println!(
         "  shoal worker --coordinator HOST:{} --join-token $(cat {})",
-        args.quic_addr.port(),
+        quic_addr.port(),
         join_token_path.display()
     );
 

@@ -1,5 +1,8 @@
 //! Subcommands of the `shoal` binary, one module each.
 pub(crate) mod bench;
+pub(crate) mod bench_allreduce;
+pub(crate) mod bench_gemm;
+pub(crate) mod bench_models;
 pub(crate) mod coordinator;
 pub(crate) mod data;
 pub(crate) mod run;

@@ -450,16 +450,14 @@ pub fn s4d_forward(
             acc.fill(0.0);
             for n in 0..states {
                 let range = n * width..(n + 1) * width;
-                for ((((s, &da), &db), &c), (acc, &x)) in s[range.clone()]
-                    .iter_mut()
-                    .zip(&da[range.clone()])
-                    .zip(&db[range.clone()])
-                    .zip(&c[range])
-                    .zip(acc.iter_mut().zip(u_t))
-                {
-                    *s = da * *s + db * x;
-                    *acc += c * *s;
-                }
+                s4d_forward_lanes(
+                    &mut s[range.clone()],
+                    &mut acc,
+                    &da[range.clone()],
+                    &db[range.clone()],
+                    &c[range],
+                    u_t,
+                );
             }
             for (((o, &a), &x), &dd) in out_t.iter_mut().zip(&acc).zip(u_t).zip(&d[h0..h1]) {
                 *o = a + dd * x;
@@ -484,6 +482,107 @@ fn scatter_blocks(
             let row = (bi * time + t) * channels;
             dst[row + c0..row + c1].copy_from_slice(&out[t * width..(t + 1) * width]);
         }
+    }
+}
+
+/// `s = dA s + dB x; acc += C s`, lane by lane (a separate function so
+/// that its slices are known not to alias, and the loop vectorizes).
+#[inline(never)]
+fn s4d_forward_lanes(s: &mut [f32], acc: &mut [f32], da: &[f32], db: &[f32], c: &[f32], x: &[f32]) {
+    let w = s.len();
+    let (acc, da, db, c, x) = (&mut acc[..w], &da[..w], &db[..w], &c[..w], &x[..w]);
+    for j in 0..w {
+        s[j] = da[j] * s[j] + db[j] * x[j];
+        acc[j] += c[j] * s[j];
+    }
+}
+
+/// Read-only inputs of one state's lanes in the S4D backward.
+struct S4dLanes<'a> {
+    g: &'a [f32],
+    x: &'a [f32],
+    s_prev: &'a [f32],
+    s_t: &'a [f32],
+    c: &'a [f32],
+    da: &'a [f32],
+    db: &'a [f32],
+}
+
+/// One state's lanes of the S4D backward at one time step.
+#[inline(never)]
+fn s4d_backward_lanes(
+    lanes: S4dLanes<'_>,
+    du: &mut [f32],
+    ds: &mut [f32],
+    dc: &mut [f32],
+    ddb: &mut [f32],
+    dda: &mut [f32],
+) {
+    let w = du.len();
+    let S4dLanes {
+        g,
+        x,
+        s_prev,
+        s_t,
+        c,
+        da,
+        db,
+    } = lanes;
+    let (g, x, s_prev, s_t) = (&g[..w], &x[..w], &s_prev[..w], &s_t[..w]);
+    let (c, da, db) = (&c[..w], &da[..w], &db[..w]);
+    let (ds, dc, ddb, dda) = (&mut ds[..w], &mut dc[..w], &mut ddb[..w], &mut dda[..w]);
+    for j in 0..w {
+        let gs = ds[j] + c[j] * g[j];
+        dc[j] += g[j] * s_t[j];
+        ddb[j] += gs * x[j];
+        dda[j] += gs * s_prev[j];
+        du[j] += gs * db[j];
+        ds[j] = gs * da[j];
+    }
+}
+
+/// Read-only inputs of one state's lanes in the selective-scan backward.
+struct SelectiveLanes<'a> {
+    g: &'a [f32],
+    x: &'a [f32],
+    dt: &'a [f32],
+    h_prev: &'a [f32],
+    h_t: &'a [f32],
+    decay: &'a [f32],
+    a: &'a [f32],
+    b: f32,
+    c: f32,
+}
+
+#[allow(clippy::too_many_arguments)]
+/// One state's lanes of the selective-scan backward at one time step (the
+/// outputs are separate parameters, so that they are known not to alias
+/// and the loop vectorizes).
+#[inline(never)]
+fn selective_backward_lanes(
+    l: SelectiveLanes<'_>,
+    gh: &mut [f32],
+    da: &mut [f32],
+    ddt: &mut [f32],
+    dx: &mut [f32],
+    dc_terms: &mut [f32],
+    db_terms: &mut [f32],
+) {
+    let w = gh.len();
+    let (g, x, dt) = (&l.g[..w], &l.x[..w], &l.dt[..w]);
+    let (h_prev, h_t, decay, a) = (&l.h_prev[..w], &l.h_t[..w], &l.decay[..w], &l.a[..w]);
+    let (da, ddt, dx) = (&mut da[..w], &mut ddt[..w], &mut dx[..w]);
+    let (dc_terms, db_terms) = (&mut dc_terms[..w], &mut db_terms[..w]);
+    let (bn, cn) = (l.b, l.c);
+    for j in 0..w {
+        let total = gh[j] + cn * g[j];
+        dc_terms[j] = g[j] * h_t[j];
+        let through_decay = total * decay[j] * h_prev[j];
+        da[j] += through_decay * dt[j];
+        ddt[j] += through_decay * a[j] + total * bn * x[j];
+        db_terms[j] = total * dt[j] * x[j];
+        dx[j] += total * dt[j] * bn;
+        gh[j] = total * decay[j];
     }
 }
 
@@ -591,24 +690,22 @@ pub fn s4d_backward(
             let s_t = &all[(t + 1) * ws..(t + 2) * ws];
             for n in 0..states {
                 let range = n * width..(n + 1) * width;
-                // exact-length slices, so the loop below has no bounds checks
-                let w = width;
-                let (s_prev, s_t) = (&s_prev[range.clone()][..w], &s_t[range.clone()][..w]);
-                let (c, da) = (&c[range.clone()][..w], &da[range.clone()][..w]);
-                let db = &db[range.clone()][..w];
-                let ds = &mut ds[range.clone()][..w];
-                let dc = &mut r.dc[range.clone()][..w];
-                let ddb = &mut r.ddb[range.clone()][..w];
-                let dda = &mut r.dda[range][..w];
-                let (g, x, du) = (&g[..w], &x[..w], &mut du[..w]);
-                for j in 0..width {
-                    let gs = ds[j] + c[j] * g[j];
-                    dc[j] += g[j] * s_t[j];
-                    ddb[j] += gs * x[j];
-                    dda[j] += gs * s_prev[j];
-                    du[j] += gs * db[j];
-                    ds[j] = gs * da[j];
-                }
+                s4d_backward_lanes(
+                    S4dLanes {
+                        g,
+                        x,
+                        s_prev: &s_prev[range.clone()],
+                        s_t: &s_t[range.clone()],
+                        c: &c[range.clone()],
+                        da: &da[range.clone()],
+                        db: &db[range.clone()],
+                    },
+                    du,
+                    &mut ds[range.clone()],
+                    &mut r.dc[range.clone()],
+                    &mut r.ddb[range.clone()],
+                    &mut r.dda[range],
+                );
             }
         }
         r
@@ -700,7 +797,7 @@ pub fn softplus(x: f32) -> f32 {
 /// One forward step of a selective-scan unit: updates the (states, width)
 /// state `h` and, when given, stores the decays; returns `y` into `out`.
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
+#[inline(never)]
 fn selective_step(
     h: &mut [f32],
     decay_out: Option<&mut [f32]>,
@@ -956,29 +1053,27 @@ pub fn selective_scan_backward(
             for n in 0..states {
                 let range = n * width..(n + 1) * width;
                 let (bn, cn) = (bt[n], ct[n]);
-                // exact-length slices, so the loop below has no bounds checks
-                let w = width;
-                let h_prev = &h_prev_all[range.clone()][..w];
-                let h_t = &h_t_all[range.clone()][..w];
-                let dec = &decays[t * ws + n * width..][..w];
-                let an = &a_t[range.clone()][..w];
-                let gh = &mut gh[range.clone()][..w];
-                let da = &mut r.da[range][..w];
-                let (g, xv, dt) = (&g[..w], &xv[..w], &dt[..w]);
-                let (dx, ddt) = (&mut dx[..w], &mut ddt[..w]);
-                let (dc_terms, db_terms) = (&mut dc_terms[..w], &mut db_terms[..w]);
-                for j in 0..width {
-                    let total = gh[j] + cn * g[j];
-                    dc_terms[j] = g[j] * h_t[j];
-                    let through_decay = total * dec[j] * h_prev[j];
-                    da[j] += through_decay * dt[j];
-                    ddt[j] += through_decay * an[j] + total * bn * xv[j];
-                    db_terms[j] = total * dt[j] * xv[j];
-                    dx[j] += total * dt[j] * bn;
-                    gh[j] = total * dec[j];
-                }
-                r.dc[t * states + n] = fixed_order_sum(dc_terms);
-                r.db[t * states + n] = fixed_order_sum(db_terms);
+                selective_backward_lanes(
+                    SelectiveLanes {
+                        g,
+                        x: xv,
+                        dt,
+                        h_prev: &h_prev_all[range.clone()],
+                        h_t: &h_t_all[range.clone()],
+                        decay: &decays[t * ws + n * width..t * ws + (n + 1) * width],
+                        a: &a_t[range.clone()],
+                        b: bn,
+                        c: cn,
+                    },
+                    &mut gh[range.clone()],
+                    &mut r.da[range],
+                    &mut ddt,
+                    dx,
+                    &mut dc_terms,
+                    &mut db_terms,
+                );
+                r.dc[t * states + n] = fixed_order_sum(&dc_terms);
+                r.db[t * states + n] = fixed_order_sum(&db_terms);
             }
             let raw = &inputs.delta[row + d0..row + d1];
             for ((out, &ddt), &raw) in r.ddelta[t * width..(t + 1) * width]
