@@ -38,6 +38,8 @@ enum Command {
     /// Train a job in single-node mode: its workers as tasks of this process,
     /// joined by a loopback QUIC ring; writes the checkpoint and metrics.
     Run(cli::run::RunArgs),
+    /// Generate data and train a few models of the zoo, printing a summary.
+    Demo(cli::demo::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,5 +61,6 @@ fn main() -> anyhow::Result<()> {
         Command::Cancel(args) => cli::coordinator::cancel(args),
         Command::Workers(args) => cli::coordinator::workers(args),
         Command::Run(args) => cli::run::run(args),
+        Command::Demo(args) => cli::demo::run(args),
     }
 }

@@ -5,4 +5,5 @@ pub(crate) mod bench_gemm;
 pub(crate) mod bench_models;
 pub(crate) mod coordinator;
 pub(crate) mod data;
+pub(crate) mod demo;
 pub(crate) mod run;

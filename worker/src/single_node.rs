@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datasets::Plan;
-use ops::checkpoint::TensorFile;
 use datasets::read::Reader;
+use ops::checkpoint::TensorFile;
 use protocol::transport::{Identity, TransportTuning, bind_endpoint};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
