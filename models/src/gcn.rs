@@ -2,6 +2,8 @@
 //! `A relu(A x W1^T + b1) W2^T + b2` with `A = D^-1/2 (A + I) D^-1/2`
 //! built from the batch's edge lists as a sparse (CSR) matrix; the loss is
 //! the cross-entropy over the nodes of the training mask.
+use std::sync::Mutex;
+
 use ops::kernels::sparse::CsrMatrix;
 use ops::ops::IGNORE_INDEX;
 use ops::ops::sparse::SparseMatrix;
@@ -11,12 +13,23 @@ use crate::config::ConfigReader;
 use crate::inputs::{float_matrix, labels};
 use crate::{Batch, Model, ModelError};
 
+/// The normalized adjacency of the last graph seen, with its edge lists:
+/// a training job steps on the same graph again and again.
+#[derive(Debug)]
+struct CachedAdjacency {
+    nodes: usize,
+    src: Vec<i64>,
+    dst: Vec<i64>,
+    matrix: SparseMatrix,
+}
+
 /// `GCN(d_in, d_hidden, n_classes)` of the reference.
 #[derive(Debug)]
 pub struct Gcn {
     params: ParameterSet,
     d_in: usize,
     n_classes: usize,
+    adjacency: Mutex<Option<CachedAdjacency>>,
 }
 
 impl Gcn {
@@ -32,6 +45,7 @@ impl Gcn {
             params,
             d_in,
             n_classes,
+            adjacency: Mutex::new(None),
         }
     }
 
@@ -56,6 +70,34 @@ impl Gcn {
             .relu();
         a.matmul(&h.linear(p.get("conv2.weight"), None))
             .add(p.get("conv2.bias"))
+    }
+}
+
+impl Gcn {
+    /// The normalized adjacency of the graph `(nodes, src, dst)`, built once
+    /// per distinct graph (compared by value, so a changed graph is rebuilt).
+    fn adjacency(
+        &self,
+        nodes: usize,
+        src: &[i64],
+        dst: &[i64],
+    ) -> Result<SparseMatrix, ModelError> {
+        let mut cache = self.adjacency.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.as_ref()
+            && c.nodes == nodes
+            && c.src == src
+            && c.dst == dst
+        {
+            return Ok(c.matrix.clone());
+        }
+        let matrix = SparseMatrix::new(CsrMatrix::gcn_normalized(nodes, src, dst)?);
+        *cache = Some(CachedAdjacency {
+            nodes,
+            src: src.to_vec(),
+            dst: dst.to_vec(),
+            matrix: matrix.clone(),
+        });
+        Ok(matrix)
     }
 }
 
@@ -87,7 +129,7 @@ impl Model for Gcn {
             });
         }
         let (src, dst) = (batch.index(kind, "src")?, batch.index(kind, "dst")?);
-        let a = SparseMatrix::new(CsrMatrix::gcn_normalized(nodes, src.data(), dst.data())?);
+        let a = self.adjacency(nodes, src.data(), dst.data())?;
         // Nodes outside the mask are not scored: the mean runs over the rest.
         let targets: Vec<i64> = label
             .data()

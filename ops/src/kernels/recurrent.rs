@@ -233,22 +233,15 @@ pub fn lstm_forward(
             let pre = &step[b * g4..(b + 1) * g4];
             let row = (b * time + t) * hidden;
             let act = &mut cache.gates[(b * time + t) * g4..(b * time + t + 1) * g4];
-            for j in 0..hidden {
-                let i = sigmoid(pre[j]);
-                let f = sigmoid(pre[hidden + j]);
-                let gg = tanh(pre[2 * hidden + j]);
-                let o = sigmoid(pre[3 * hidden + j]);
-                let cell = f * c[b * hidden + j] + i * gg;
-                let out = o * tanh(cell);
-                c[b * hidden + j] = cell;
-                h[b * hidden + j] = out;
-                act[j] = i;
-                act[hidden + j] = f;
-                act[2 * hidden + j] = gg;
-                act[3 * hidden + j] = o;
-                cache.cells[row + j] = cell;
-                output[row + j] = out;
-            }
+            let (c, h) = (
+                &mut c[b * hidden..(b + 1) * hidden],
+                &mut h[b * hidden..(b + 1) * hidden],
+            );
+            let (cells, out) = (
+                &mut cache.cells[row..row + hidden],
+                &mut output[row..row + hidden],
+            );
+            lstm_cell_forward(pre, c, h, act, cells, out);
         }
     }
     (output, cache)
@@ -277,34 +270,26 @@ pub fn lstm_backward(
     let mut dh_next = vec![0.0f32; batch * hidden];
     let mut dc_next = vec![0.0f32; batch * hidden];
     let mut step = vec![0.0f32; batch * g4];
+    let zeros = vec![0.0f32; hidden];
     for t in (0..time).rev() {
         for b in 0..batch {
             let row = (b * time + t) * hidden;
             let act = &cache.gates[(b * time + t) * g4..(b * time + t + 1) * g4];
             let d = &mut step[b * g4..(b + 1) * g4];
-            for j in 0..hidden {
-                let (i, f, gg, o) = (
-                    act[j],
-                    act[hidden + j],
-                    act[2 * hidden + j],
-                    act[3 * hidden + j],
-                );
-                let cell = cache.cells[row + j];
-                let c_prev = if t > 0 {
-                    cache.cells[row - hidden + j]
-                } else {
-                    0.0
-                };
-                let tc = tanh(cell);
-                let dh = grad_output[row + j] + dh_next[b * hidden + j];
-                let d_o = dh * tc;
-                let dc = dh * o * (1.0 - tc * tc) + dc_next[b * hidden + j];
-                dc_next[b * hidden + j] = dc * f;
-                d[j] = dc * gg * i * (1.0 - i);
-                d[hidden + j] = dc * c_prev * f * (1.0 - f);
-                d[2 * hidden + j] = dc * i * (1.0 - gg * gg);
-                d[3 * hidden + j] = d_o * o * (1.0 - o);
-            }
+            let zeros_or_prev = if t > 0 {
+                &cache.cells[row - hidden..row]
+            } else {
+                &zeros[..]
+            };
+            lstm_cell_backward(
+                act,
+                &cache.cells[row..row + hidden],
+                zeros_or_prev,
+                &grad_output[row..row + hidden],
+                &dh_next[b * hidden..(b + 1) * hidden],
+                &mut dc_next[b * hidden..(b + 1) * hidden],
+                d,
+            );
             d_pre[(b * time + t) * g4..(b * time + t + 1) * g4].copy_from_slice(d);
         }
         if t > 0 {
@@ -322,6 +307,78 @@ pub fn lstm_backward(
         }
     }
     finish_grads(par, &d_pre, &d_pre, x, output, weights, 4, dims)
+}
+
+/// One LSTM step of one batch entry: pre-activations `pre` `[i f g o]`
+/// to the new cell and hidden states (a separate function so that its
+/// slices are known not to alias, and the loop vectorizes).
+#[inline(never)]
+fn lstm_cell_forward(
+    pre: &[f32],
+    c: &mut [f32],
+    h: &mut [f32],
+    act: &mut [f32],
+    cells: &mut [f32],
+    out: &mut [f32],
+) {
+    let hidden = c.len();
+    let (pi, rest) = pre[..4 * hidden].split_at(hidden);
+    let (pf, rest) = rest.split_at(hidden);
+    let (pg, po) = rest.split_at(hidden);
+    let (ai, rest) = act[..4 * hidden].split_at_mut(hidden);
+    let (af, rest) = rest.split_at_mut(hidden);
+    let (ag, ao) = rest.split_at_mut(hidden);
+    let (h, cells, out) = (&mut h[..hidden], &mut cells[..hidden], &mut out[..hidden]);
+    for j in 0..hidden {
+        let i = sigmoid(pi[j]);
+        let f = sigmoid(pf[j]);
+        let gg = tanh(pg[j]);
+        let o = sigmoid(po[j]);
+        let cell = f * c[j] + i * gg;
+        let value = o * tanh(cell);
+        c[j] = cell;
+        h[j] = value;
+        ai[j] = i;
+        af[j] = f;
+        ag[j] = gg;
+        ao[j] = o;
+        cells[j] = cell;
+        out[j] = value;
+    }
+}
+
+/// One LSTM backward step of one batch entry: pre-activation gradients
+/// into `d`, the cell gradient carried to the previous step into `dc_next`.
+#[inline(never)]
+fn lstm_cell_backward(
+    act: &[f32],
+    cell: &[f32],
+    c_prev: &[f32],
+    grad_out: &[f32],
+    dh_next: &[f32],
+    dc_next: &mut [f32],
+    d: &mut [f32],
+) {
+    let hidden = dc_next.len();
+    let (ai, rest) = act[..4 * hidden].split_at(hidden);
+    let (af, rest) = rest.split_at(hidden);
+    let (ag, ao) = rest.split_at(hidden);
+    let (di, rest) = d[..4 * hidden].split_at_mut(hidden);
+    let (df, rest) = rest.split_at_mut(hidden);
+    let (dg, d_o) = rest.split_at_mut(hidden);
+    let (cell, c_prev) = (&cell[..hidden], &c_prev[..hidden]);
+    let (grad_out, dh_next) = (&grad_out[..hidden], &dh_next[..hidden]);
+    for j in 0..hidden {
+        let (i, f, gg, o) = (ai[j], af[j], ag[j], ao[j]);
+        let tc = tanh(cell[j]);
+        let dh = grad_out[j] + dh_next[j];
+        let dc = dh * o * (1.0 - tc * tc) + dc_next[j];
+        dc_next[j] = dc * f;
+        di[j] = dc * gg * i * (1.0 - i);
+        df[j] = dc * c_prev[j] * f * (1.0 - f);
+        dg[j] = dc * i * (1.0 - gg * gg);
+        d_o[j] = dh * tc * o * (1.0 - o);
+    }
 }
 
 /// What a GRU forward keeps for its backward: `[r z n (W_hn h + b_hn)]`
