@@ -37,22 +37,16 @@ impl Autoencoder {
         ))
     }
 
-    fn layer(&self, x: &Tensor, name: &str) -> Tensor {
-        let p = &self.params;
-        x.linear(
-            p.get(&format!("{name}.weight")),
-            Some(p.get(&format!("{name}.bias"))),
-        )
-    }
-
     /// The latent code of `x` `(batch, d)`.
     pub fn encode(&self, x: &Tensor) -> Tensor {
-        self.layer(&self.layer(x, "enc1").relu(), "enc2")
+        self.params
+            .linear(&self.params.linear(x, "enc1").relu(), "enc2")
     }
 
     /// The reconstruction of latent codes `z`.
     pub fn decode(&self, z: &Tensor) -> Tensor {
-        self.layer(&self.layer(z, "dec1").relu(), "dec2")
+        self.params
+            .linear(&self.params.linear(z, "dec1").relu(), "dec2")
     }
 }
 

@@ -45,23 +45,17 @@ impl BarlowTwins {
         ))
     }
 
-    fn layer(&self, x: &Tensor, name: &str, bias: bool) -> Tensor {
-        let p = &self.params;
-        let b = bias.then(|| p.get(&format!("{name}.bias")));
-        x.linear(p.get(&format!("{name}.weight")), b)
-    }
-
     /// The backbone's features (what a downstream probe uses).
     pub fn embed(&self, x: &Tensor) -> Tensor {
-        let h = self.layer(x, "backbone.fc1", true).relu();
-        self.layer(&h, "backbone.fc2", true)
+        let h = self.params.linear(x, "backbone.fc1").relu();
+        self.params.linear(&h, "backbone.fc2")
     }
 
     /// The projection the loss is computed on.
     pub fn project(&self, x: &Tensor) -> Tensor {
         let h = self.embed(x).relu();
-        let h = self.layer(&h, "projector.fc1", true).relu();
-        self.layer(&h, "projector.fc2", false)
+        let h = self.params.linear(&h, "projector.fc1").relu();
+        self.params.linear(&h, "projector.fc2")
     }
 }
 

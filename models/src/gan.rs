@@ -69,25 +69,21 @@ impl Gan {
         ))
     }
 
-    fn layer(&self, x: &Tensor, name: &str) -> Tensor {
-        let p = &self.params;
-        x.linear(
-            p.get(&format!("{name}.weight")),
-            Some(p.get(&format!("{name}.bias"))),
-        )
-    }
-
     /// Samples `G(z)` for latents `z` `(batch, d_latent)`.
     pub fn generate(&self, z: &Tensor) -> Tensor {
-        self.layer(&self.layer(z, "generator.fc1").relu(), "generator.fc2")
+        self.params.linear(
+            &self.params.linear(z, "generator.fc1").relu(),
+            "generator.fc2",
+        )
     }
 
     /// Discriminator logits `(batch)` of points `x` `(batch, d_data)`.
     pub fn discriminate(&self, x: &Tensor) -> Tensor {
         let h = self
-            .layer(x, "discriminator.fc1")
+            .params
+            .linear(x, "discriminator.fc1")
             .leaky_relu(NEGATIVE_SLOPE);
-        self.layer(&h, "discriminator.fc2").squeeze(-1)
+        self.params.linear(&h, "discriminator.fc2").squeeze(-1)
     }
 }
 

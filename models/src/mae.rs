@@ -42,14 +42,6 @@ impl MaskedAutoencoder {
         ))
     }
 
-    fn layer(&self, x: &Tensor, name: &str) -> Tensor {
-        let p = &self.params;
-        x.linear(
-            p.get(&format!("{name}.weight")),
-            Some(p.get(&format!("{name}.bias"))),
-        )
-    }
-
     /// Predictions of every entry of `x` `(batch, d)` where `mask` (1:
     /// hidden) hides entries.
     pub fn predict(&self, x: &Tensor, mask: &Tensor) -> Tensor {
@@ -61,8 +53,9 @@ impl MaskedAutoencoder {
             input.extend_from_slice(mr);
         }
         let input = Tensor::from_vec([rows, 2 * d], input);
-        let h = self.layer(&input, "enc").relu();
-        self.layer(&self.layer(&h, "hidden").relu(), "dec")
+        let h = self.params.linear(&input, "enc").relu();
+        self.params
+            .linear(&self.params.linear(&h, "hidden").relu(), "dec")
     }
 }
 

@@ -58,23 +58,19 @@ impl Vae {
         ))
     }
 
-    fn layer(&self, x: &Tensor, name: &str) -> Tensor {
-        let p = &self.params;
-        x.linear(
-            p.get(&format!("{name}.weight")),
-            Some(p.get(&format!("{name}.bias"))),
-        )
-    }
-
     /// The posterior's mean and log-variance for `x` `(batch, d)`.
     pub fn encode(&self, x: &Tensor) -> (Tensor, Tensor) {
-        let h = self.layer(x, "enc").relu();
-        (self.layer(&h, "enc_mu"), self.layer(&h, "enc_logvar"))
+        let h = self.params.linear(x, "enc").relu();
+        (
+            self.params.linear(&h, "enc_mu"),
+            self.params.linear(&h, "enc_logvar"),
+        )
     }
 
     /// Decoder logits for latent codes `z`.
     pub fn decode(&self, z: &Tensor) -> Tensor {
-        self.layer(&self.layer(z, "dec1").relu(), "dec2")
+        self.params
+            .linear(&self.params.linear(z, "dec1").relu(), "dec2")
     }
 
     /// Reconstruction and KL terms per sample, with posterior noise `eps`

@@ -101,4 +101,16 @@ impl ParameterSet {
     pub fn numel(&self) -> usize {
         self.entries.iter().map(|(_, t)| t.numel()).sum()
     }
+
+    /// The linear layer `name` of PyTorch applied to `x`: `x @ W^T + b`
+    /// with `W` the parameter `name.weight` and `b` the parameter
+    /// `name.bias` when the layer has one.
+    ///
+    /// # Panics
+    /// When there is no `name.weight` (a programming error inside a model).
+    #[track_caller]
+    pub fn linear(&self, x: &Tensor, name: &str) -> Tensor {
+        let weight = self.get(&format!("{name}.weight"));
+        x.linear(weight, self.try_get(&format!("{name}.bias")))
+    }
 }
