@@ -13,8 +13,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("protocol", &[]),
     ("datasets", &[]),
     ("models", &["ops"]),
-    ("coordinator", &["protocol", "datasets"]),
-    ("worker", &["protocol", "datasets", "models", "ops"]),
+    ("storage", &["datasets"]),
+    ("coordinator", &["protocol", "datasets", "storage"]),
+    (
+        "worker",
+        &["protocol", "datasets", "models", "ops", "storage"],
+    ),
     (
         "shoal",
         &[
@@ -24,6 +28,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "protocol",
             "coordinator",
             "worker",
+            "storage",
         ],
     ),
 ];
@@ -135,6 +140,7 @@ fn every_module_says_what_it_is_for() {
         "protocol",
         "coordinator",
         "worker",
+        "storage",
     ] {
         rust_files(&root.join(dir), &mut files);
     }
@@ -161,7 +167,14 @@ fn every_module_says_what_it_is_for() {
 #[test]
 fn unsafe_code_is_forbidden_outside_ops() {
     let root = workspace_root();
-    for name in ["models", "datasets", "protocol", "coordinator", "worker"] {
+    for name in [
+        "models",
+        "datasets",
+        "protocol",
+        "coordinator",
+        "worker",
+        "storage",
+    ] {
         let lib = std::fs::read_to_string(root.join(name).join("src/lib.rs")).expect("lib.rs");
         assert!(
             lib.contains("#![forbid(unsafe_code)]"),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{DatasetError, Result};
+use crate::object::{ObjectLocation, ObjectSource, expand_keys, is_url, store_opener};
 
 /// What identifies a dataset's content for planning: its files (by name,
 /// in order), their sizes, the row counts of their row groups, and the
@@ -137,6 +138,8 @@ pub struct DataFile {
     path: PathBuf,
     size: u64,
     metadata: ArrowReaderMetadata,
+    /// Set when the file is an object of a store rather than a local file.
+    object: Option<ObjectLocation>,
 }
 
 impl DataFile {
@@ -164,7 +167,29 @@ impl DataFile {
             path: path.to_path_buf(),
             size,
             metadata,
+            object: None,
         })
+    }
+
+    /// Opens the object `key` of `source` (of `size` bytes) and parses its
+    /// footer with one or two range requests. Its path is its URL.
+    pub fn open_object(source: Arc<dyn ObjectSource>, key: &str, size: u64) -> Result<Self> {
+        let location = ObjectLocation {
+            source,
+            key: key.to_string(),
+        };
+        let metadata = location.read_footer(size)?;
+        Ok(Self {
+            path: location.path(),
+            size,
+            metadata,
+            object: Some(location),
+        })
+    }
+
+    /// Where the file lives when it is an object of a store.
+    pub fn object(&self) -> Option<&ObjectLocation> {
+        self.object.as_ref()
     }
 
     /// The path the file was opened from.
@@ -226,11 +251,85 @@ impl Dataset {
     /// directory (searched recursively for `*.parquet`, in sorted order) or a
     /// glob pattern (matches in sorted order). Files found twice are kept
     /// once, at their first place.
+    ///
+    /// Inputs may instead all be URLs of one object store (`s3://bucket/prefix/`)
+    /// once a [`crate::object::StoreOpener`] is registered (the `storage`
+    /// crate does it); see [`Dataset::open_objects`].
     pub fn open<P: AsRef<Path>>(inputs: &[P]) -> Result<Self> {
+        let texts: Vec<String> = inputs
+            .iter()
+            .map(|input| input.as_ref().to_string_lossy().into_owned())
+            .collect();
+        if let Some(first) = texts.iter().find(|text| is_url(text)) {
+            return Self::open_urls(first, &texts);
+        }
         let paths = expand_inputs(inputs)?;
         let mut files = Vec::with_capacity(paths.len());
         for path in &paths {
             files.push(DataFile::open(path)?);
+        }
+        Self::from_files(files)
+    }
+
+    fn open_urls(first: &str, texts: &[String]) -> Result<Self> {
+        let open_error = |url: &str, source: std::io::Error| DatasetError::Open {
+            path: PathBuf::from(url),
+            source,
+        };
+        let opener = store_opener().ok_or_else(|| {
+            open_error(
+                first,
+                std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "object-store URLs need a store opener (the storage crate registers one)",
+                ),
+            )
+        })?;
+        let (source, _) = opener(first).map_err(|error| open_error(first, error))?;
+        let mut keys = Vec::with_capacity(texts.len());
+        for text in texts {
+            if !is_url(text) {
+                return Err(open_error(
+                    text,
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "a dataset's paths are either all local or all URLs of one store",
+                    ),
+                ));
+            }
+            let (other, key) = opener(text).map_err(|error| open_error(text, error))?;
+            if other.base_url() != source.base_url() {
+                return Err(open_error(
+                    text,
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!(
+                            "a dataset's URLs must all be in one store (the first is in {})",
+                            source.base_url()
+                        ),
+                    ),
+                ));
+            }
+            keys.push(key);
+        }
+        Self::open_objects(source, &keys)
+    }
+
+    /// Opens the dataset made of `inputs` in one object store: each is an
+    /// object key, a prefix (a "directory", searched for `*.parquet` objects)
+    /// or a glob pattern, ordered as local files are (see
+    /// [`crate::object::expand_keys`]). The fingerprint depends on object
+    /// names, sizes and footers only, so the same files give the same
+    /// fingerprint, and sample order, locally and in the store.
+    pub fn open_objects(source: Arc<dyn ObjectSource>, inputs: &[String]) -> Result<Self> {
+        let objects = expand_keys(source.as_ref(), inputs)?;
+        let mut files = Vec::with_capacity(objects.len());
+        for object in &objects {
+            files.push(DataFile::open_object(
+                source.clone(),
+                &object.key,
+                object.size,
+            )?);
         }
         Self::from_files(files)
     }

@@ -7,6 +7,8 @@
 //!   virtual rank: a pure function of (fingerprint, seed, epoch).
 //! - [`Reader`] reads the columns a [`Task`] needs from the row groups those
 //!   samples live in and returns a [`Batch`] of flat arrays with shapes.
+//! - [`object`] lets an upper crate serve files from object storage
+//!   through a synchronous byte-range trait, [`ObjectSource`].
 //! - [`generate`] writes synthetic tasks; [`inspect`] describes files.
 //!
 //! The crate is pure in the project's sense: no async runtime, sockets or
@@ -17,6 +19,7 @@ pub mod dataset;
 pub mod error;
 pub mod generate;
 pub mod inspect;
+pub mod object;
 pub mod plan;
 pub mod prefetch;
 pub mod read;
@@ -31,6 +34,7 @@ pub use plan::{
 };
 
 pub use inspect::{InspectReport, inspect};
+pub use object::{ObjectInfo, ObjectLocation, ObjectSource};
 pub use prefetch::{Prefetch, StepBatch, StepBatches};
 pub use read::{Batch, FloatArray, IntArray, Reader, read_graph};
 pub use task::{ColumnMapping, InputKind, Task};

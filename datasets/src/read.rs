@@ -392,21 +392,35 @@ impl Reader {
         let span = self.dataset.layout().row_groups()[global_row_group];
         let data_file = &self.dataset.files()[span.file];
         let path = data_file.path();
+        let metadata = data_file.metadata().clone();
+        let mask = self.projection(metadata.parquet_schema());
+        let parquet_error = |error: parquet::errors::ParquetError| DatasetError::Parquet {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        };
+        let batch_size = (span.rows as usize).clamp(1, 1 << 20);
+        if let Some(object) = data_file.object() {
+            // Only the projected column chunks of this row group, fetched in
+            // one batch of range requests.
+            let chunks =
+                object.fetch_row_group(&metadata, span.row_group, &mask, data_file.size())?;
+            return ParquetRecordBatchReaderBuilder::new_with_metadata(chunks, metadata)
+                .with_projection(mask)
+                .with_row_groups(vec![span.row_group])
+                .with_batch_size(batch_size)
+                .build()
+                .map_err(parquet_error);
+        }
         let file = File::open(path).map_err(|source| DatasetError::Open {
             path: path.to_path_buf(),
             source,
         })?;
-        let metadata = data_file.metadata().clone();
-        let mask = self.projection(metadata.parquet_schema());
         ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
             .with_projection(mask)
             .with_row_groups(vec![span.row_group])
-            .with_batch_size((span.rows as usize).clamp(1, 1 << 20))
+            .with_batch_size(batch_size)
             .build()
-            .map_err(|error| DatasetError::Parquet {
-                path: path.to_path_buf(),
-                message: error.to_string(),
-            })
+            .map_err(parquet_error)
     }
 
     /// The projected columns of one row group as Arrow record batches,

@@ -268,3 +268,17 @@ fn nulls_are_errors_naming_the_row() {
         "{text}"
     );
 }
+
+#[test]
+fn urls_without_a_store_opener_say_what_is_missing() {
+    // No crate registered an opener in this process (storage does in the binary).
+    let error = Dataset::open(&["s3://bucket/data/"]).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("s3://bucket/data/") && text.contains("store opener"),
+        "{text}"
+    );
+    assert!(datasets::object::is_url("gs://bucket/x.parquet"));
+    assert!(!datasets::object::is_url("data/x.parquet"));
+    assert!(!datasets::object::is_url("C:/data/x.parquet"));
+}
