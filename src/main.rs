@@ -41,6 +41,10 @@ enum Command {
     Cancel(cli::coordinator::JobArgs),
     /// List a coordinator's live workers.
     Workers(cli::coordinator::ListArgs),
+    /// Download a job's latest checkpoint (safetensors, PyTorch names).
+    Checkpoint(cli::coordinator::CheckpointArgs),
+    /// Plot a job's loss curves from the coordinator's metrics (PNG, SVG).
+    Plot(cli::coordinator::PlotArgs),
     /// Train a job in single-node mode: its workers as tasks of this process,
     /// joined by a loopback QUIC ring; writes the checkpoint and metrics.
     Run(cli::run::RunArgs),
@@ -66,6 +70,8 @@ fn main() -> anyhow::Result<()> {
         Command::Job(args) => cli::coordinator::job(args),
         Command::Cancel(args) => cli::coordinator::cancel(args),
         Command::Workers(args) => cli::coordinator::workers(args),
+        Command::Checkpoint(args) => cli::coordinator::checkpoint(args),
+        Command::Plot(args) => cli::coordinator::plot(args),
         Command::Run(args) => cli::run::run(args),
         Command::Demo(args) => cli::demo::run(args),
     }

@@ -1,5 +1,8 @@
 //! `shoal coordinator` (serve the job API) and the thin HTTP clients of it:
-//! `shoal submit`, `shoal jobs`, `shoal job`, `shoal cancel`, `shoal workers`.
+//! `shoal submit [--follow]`, `shoal jobs`, `shoal job`, `shoal cancel`,
+//! `shoal workers`, `shoal checkpoint`, `shoal plot`. The coordinator's
+//! address and token come from `--coordinator`/`--token` or
+//! `SHOAL_COORDINATOR`/`SHOAL_API_TOKEN`; errors say what to do next.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,10 +10,13 @@ use std::time::Duration;
 use anyhow::Context;
 use coordinator::client::Client;
 use coordinator::scheduler::SchedulerConfig;
-use coordinator::spec::SpecFormat;
+use coordinator::CoordinatorError;
+use coordinator::spec::JobSpec;
 use coordinator::tokens::{self, TokenSource};
 use coordinator::{Coordinator, CoordinatorConfig, JobId};
 use serde_json::Value;
+
+use crate::cli::{report, spec_file};
 
 /// `shoal coordinator`.
 #[derive(clap::Args)]
@@ -60,6 +66,38 @@ pub(crate) struct SubmitArgs {
     /// Print the job as JSON.
     #[arg(long)]
     json: bool,
+    /// Wait for the job to finish, printing its steps as they are reported;
+    /// exits non-zero unless it completes.
+    #[arg(long)]
+    follow: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// `shoal checkpoint`.
+#[derive(clap::Args)]
+pub(crate) struct CheckpointArgs {
+    /// The job's id.
+    id: u64,
+    /// Where to write the latest checkpoint (safetensors).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// `shoal plot`.
+#[derive(clap::Args)]
+pub(crate) struct PlotArgs {
+    /// The job's id.
+    id: u64,
+    /// Folder for the plots (default: the current one).
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// File name without extension: writes STEM.png and STEM.svg
+    /// (default: job-ID-loss).
+    #[arg(long)]
+    stem: Option<String>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -202,6 +240,40 @@ fn client(args: &ClientArgs) -> anyhow::Result<Client> {
     Ok(Client::new(&args.url, args.token.clone())?)
 }
 
+/// A client error with what the person can do about it.
+fn explain(error: CoordinatorError, args: &ClientArgs) -> anyhow::Error {
+    match &error {
+        CoordinatorError::Api { status: 401, .. } => {
+            let given = if args.token.is_some() {
+                "the token given was refused"
+            } else {
+                "no token was given"
+            };
+            anyhow::anyhow!(
+                "{error}\n{given}: pass --token TOKEN or set SHOAL_API_TOKEN to the contents of the \
+                 coordinator's DATA_DIR/api-token (its start-up lines say where that is)"
+            )
+        }
+        CoordinatorError::NoCoordinator { .. } => anyhow::anyhow!(
+            "{error}\nor point at a running one with --coordinator http://HOST:PORT or SHOAL_COORDINATOR \
+             (now {})",
+            args.url
+        ),
+        _ => anyhow::Error::new(error),
+    }
+}
+
+/// Runs one client call on a fresh runtime, explaining its errors.
+fn call<T>(
+    args: &ClientArgs,
+    request: impl AsyncFnOnce(Client) -> Result<T, CoordinatorError>,
+) -> anyhow::Result<T> {
+    let client = client(args)?;
+    runtime()?
+        .block_on(request(client))
+        .map_err(|error| explain(error, args))
+}
+
 fn print_json(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -215,36 +287,155 @@ fn text(value: &Value) -> String {
     }
 }
 
-/// `shoal submit JOB.toml`.
+/// `shoal submit JOB.toml`: checks the spec here first (errors name the
+/// file, line and field), then submits it.
 pub(crate) fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let spec = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
-    let format = match args
-        .file
-        .extension()
-        .and_then(|extension| extension.to_str())
-    {
-        Some("json") => SpecFormat::Json,
-        _ => SpecFormat::Toml,
-    };
-    let client = client(&args.client)?;
-    let job = runtime()?.block_on(client.submit(&spec, format))?;
-    if args.json {
+    let format = spec_file::format_of(&args.file);
+    JobSpec::parse(&spec, format)
+        .map_err(|error| spec_file::locate(&args.file, &spec, format, error))?;
+    let job = call(&args.client, async |client| {
+        client.submit(&spec, format).await
+    })?;
+    if args.json && !args.follow {
         return print_json(&job);
     }
+    let id = job["id"]
+        .as_u64()
+        .context("the coordinator's answer has no job id")?;
+    if !args.json {
+        println!(
+            "job {id} submitted: {} (follow it with `shoal job {id}`)",
+            text(&job["state"]),
+        );
+    }
+    if args.follow {
+        return follow(&args.client, JobId(id), args.json);
+    }
+    Ok(())
+}
+
+/// Polls job `id` until it is completed, failed or cancelled, printing each
+/// newly reported step (as JSON lines with `json`); fails unless it
+/// completed.
+fn follow(args: &ClientArgs, id: JobId, json: bool) -> anyhow::Result<()> {
+    let client = client(args)?;
+    let runtime = runtime()?;
+    let mut printed: Option<u64> = None;
+    let mut last_state = String::new();
+    loop {
+        let (job, metrics) = runtime
+            .block_on(async {
+                Ok::<_, CoordinatorError>((client.job(id).await?, client.metrics(id).await?))
+            })
+            .map_err(|error: CoordinatorError| explain(error, args))?;
+        for step in metrics["steps"].as_array().into_iter().flatten() {
+            let Some(number) = step["step"].as_u64() else {
+                continue;
+            };
+            if printed.is_some_and(|done| number <= done) {
+                continue;
+            }
+            printed = Some(number);
+            if json {
+                println!("{}", serde_json::to_string(step)?);
+            } else {
+                let values: Vec<String> = step["values"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, value)| {
+                        format!("{name} {:.4}", value.as_f64().unwrap_or(f64::NAN))
+                    })
+                    .collect();
+                println!("step {number:>6}  {}", values.join("  "));
+            }
+        }
+        let state = text(&job["state"]);
+        if state != last_state {
+            if !json {
+                println!("job {id}: {state}");
+            }
+            last_state = state.clone();
+        }
+        match state.as_str() {
+            "completed" => {
+                if json {
+                    print_json(&job)?;
+                }
+                return Ok(());
+            }
+            "failed" | "cancelled" => {
+                if json {
+                    print_json(&job)?;
+                }
+                let reason = job["error"].as_str().unwrap_or("no reason recorded");
+                anyhow::bail!("job {id} {state}: {reason}");
+            }
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// `shoal checkpoint ID --out FILE`: the job's latest checkpoint.
+pub(crate) fn checkpoint(args: CheckpointArgs) -> anyhow::Result<()> {
+    let id = JobId(args.id);
+    let bytes = call(&args.client, async |client| client.checkpoint(id).await)?;
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&args.out, &bytes)
+        .with_context(|| format!("writing {}", args.out.display()))?;
     println!(
-        "job {} submitted: {} (follow it with `shoal job {}`)",
-        text(&job["id"]),
-        text(&job["state"]),
-        text(&job["id"])
+        "job {id}: checkpoint written to {} ({} bytes, sha256 {})",
+        args.out.display(),
+        bytes.len(),
+        worker::single_node::sha256_hex(&bytes)
     );
+    Ok(())
+}
+
+/// `shoal plot ID`: the job's loss curves from the coordinator's metrics
+/// history, as PNG and SVG.
+pub(crate) fn plot(args: PlotArgs) -> anyhow::Result<()> {
+    let id = JobId(args.id);
+    let (job, metrics) = call(&args.client, async |client| {
+        Ok::<_, CoordinatorError>((client.job(id).await?, client.metrics(id).await?))
+    })?;
+    let steps: Vec<(u64, Vec<(String, f32)>)> = metrics["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|step| {
+            let values = step["values"]
+                .as_object()?
+                .iter()
+                .filter_map(|(name, value)| Some((name.clone(), value.as_f64()? as f32)))
+                .collect();
+            Some((step["step"].as_u64()?, values))
+        })
+        .collect();
+    if steps.is_empty() {
+        anyhow::bail!(
+            "job {id} ({}) has reported no step yet: nothing to plot",
+            text(&job["state"])
+        );
+    }
+    let stem = args.stem.unwrap_or_else(|| format!("job-{id}-loss"));
+    let name = job["name"].as_str().map_or(String::new(), |n| format!(" {n}"));
+    let title = format!("job {id}{name} ({})", text(&job["model"]));
+    let written = report::plot_losses(&args.out, &stem, &title, &report::loss_series(&steps))?;
+    for path in written {
+        println!("{}", path.display());
+    }
     Ok(())
 }
 
 /// `shoal jobs`.
 pub(crate) fn jobs(args: ListArgs) -> anyhow::Result<()> {
-    let client = client(&args.client)?;
-    let answer = runtime()?.block_on(client.jobs())?;
+    let answer = call(&args.client, async |client| client.jobs().await)?;
     if args.json {
         return print_json(&answer);
     }
@@ -268,22 +459,21 @@ pub(crate) fn jobs(args: ListArgs) -> anyhow::Result<()> {
 
 /// `shoal job ID`: the job's details as JSON.
 pub(crate) fn job(args: JobArgs) -> anyhow::Result<()> {
-    let client = client(&args.client)?;
-    print_json(&runtime()?.block_on(client.job(JobId(args.id)))?)
+    let id = JobId(args.id);
+    print_json(&call(&args.client, async |client| client.job(id).await)?)
 }
 
 /// `shoal cancel ID`.
 pub(crate) fn cancel(args: JobArgs) -> anyhow::Result<()> {
-    let client = client(&args.client)?;
-    let job = runtime()?.block_on(client.cancel(JobId(args.id)))?;
+    let id = JobId(args.id);
+    let job = call(&args.client, async |client| client.cancel(id).await)?;
     println!("job {} {}", text(&job["id"]), text(&job["state"]));
     Ok(())
 }
 
 /// `shoal workers`.
 pub(crate) fn workers(args: ListArgs) -> anyhow::Result<()> {
-    let client = client(&args.client)?;
-    let answer = runtime()?.block_on(client.workers())?;
+    let answer = call(&args.client, async |client| client.workers().await)?;
     if args.json {
         return print_json(&answer);
     }

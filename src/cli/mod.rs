@@ -6,4 +6,8 @@ pub(crate) mod bench_models;
 pub(crate) mod coordinator;
 pub(crate) mod data;
 pub(crate) mod demo;
+pub(crate) mod graph;
+pub(crate) mod progress;
+pub(crate) mod report;
 pub(crate) mod run;
+pub(crate) mod spec_file;

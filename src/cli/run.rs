@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use coordinator::spec::{JobSpec, OptimizerKind, ScheduleKind, SpecFormat};
+use coordinator::spec::{JobSpec, OptimizerKind, ScheduleKind};
 use datasets::{ColumnMapping, Dataset, PartialBatch, Plan, PlanConfig, Reader, Task};
 use ops::optim::{LearningRateSchedule, OptimizerConfig};
 use worker::WorkerError;
@@ -16,6 +16,9 @@ use worker::collective::CollectiveConfig;
 use worker::inputs::DrawSettings;
 use worker::replica::TrainingJob;
 use worker::single_node::{RunOptions, RunReport, TimedStep, run_job};
+
+use crate::cli::progress::Progress;
+use crate::cli::report::write_report;
 
 #[derive(Args)]
 pub(crate) struct RunArgs {
@@ -27,22 +30,20 @@ pub(crate) struct RunArgs {
     /// Output folder for the checkpoint and metrics (default: out/NAME).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Print a progress line every this many steps.
+    /// Train for this many steps instead of the spec's `steps`/`epochs`
+    /// (a quick check that a spec runs).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Print a progress line every this many steps (when standard error is
+    /// not a terminal; on a terminal a progress bar shows every step).
     #[arg(long, default_value_t = 10)]
     log_every: u64,
 }
 
-/// A job spec read from a file, with errors naming the file.
+/// A job spec read from a file, with errors naming the file, the line and
+/// the field.
 pub(crate) fn read_spec(path: &Path) -> anyhow::Result<JobSpec> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read job spec {}", path.display()))?;
-    let format = if path.extension().is_some_and(|e| e == "json") {
-        SpecFormat::Json
-    } else {
-        SpecFormat::Toml
-    };
-    let spec = JobSpec::parse(&text, format).with_context(|| format!("{}", path.display()))?;
-    Ok(spec)
+    crate::cli::spec_file::read_spec(path)
 }
 
 /// The dataset task that feeds a model kind.
@@ -51,9 +52,9 @@ fn task_of(kind: &str) -> anyhow::Result<Task> {
         "mlp" => Task::Classify,
         "lstm" | "gru" | "qrnn" | "s4d" | "mamba" => Task::Sequence,
         "autoencoder" | "vae" | "gan" | "mae" | "barlow_twins" => Task::Vectors,
-        other => bail!(
-            "model `{other}` trains on one whole graph, which single-node runs do not split into micro-batches yet"
-        ),
+        // One whole graph per step, in this process (see `cli::graph`).
+        "gcn" => Task::GraphNodes,
+        other => bail!("model `{other}` has no data task"),
     })
 }
 
@@ -198,6 +199,9 @@ pub(crate) fn train(
     workers: usize,
     mut progress: impl FnMut(&TimedStep),
 ) -> anyhow::Result<RunSummary> {
+    if matches!(prepared.task, Task::GraphNodes) {
+        return crate::cli::graph::train(prepared, progress);
+    }
     let initial = match &prepared.initial {
         Some(path) => Some(Arc::new(ops::checkpoint::load(path)?)),
         None => None,
@@ -275,47 +279,38 @@ pub(crate) fn write_outputs(
     Ok(())
 }
 
-fn format_losses(step: &TimedStep) -> String {
-    step.report
-        .losses
-        .iter()
-        .map(|(name, value)| format!("{name} {value:.4}"))
-        .collect::<Vec<_>>()
-        .join("  ")
-}
-
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let spec = read_spec(&args.job)?;
     let base = args.job.parent().unwrap_or(Path::new("."));
-    let prepared = prepare(&spec, base).with_context(|| format!("{}", args.job.display()))?;
+    let mut prepared = prepare(&spec, base).with_context(|| format!("{}", args.job.display()))?;
+    if let Some(steps) = args.steps {
+        prepared.job.steps = steps.max(1);
+    }
     let total = prepared.job.steps;
     eprintln!(
         "training {} ({}) for {total} steps on {} workers, {} virtual ranks",
         prepared.name, prepared.job.model_kind, args.workers, prepared.job.virtual_ranks
     );
-    let log_every = args.log_every.max(1);
-    let global_batch = prepared.global_batch as f64;
-    let summary = train(&prepared, args.workers, |step| {
-        let n = step.report.step + 1;
-        if n % log_every == 0 || n == total {
-            let seconds = (step.data_wait + step.compute + step.all_reduce).as_secs_f64();
-            eprintln!(
-                "step {n:>6}/{total}  {}  lr {:.2e}  {:.0} samples/s",
-                format_losses(step),
-                step.report.lr,
-                global_batch / seconds.max(1e-9)
-            );
-        }
-    })?;
+    let mut progress = Progress::new(
+        &prepared.name,
+        total,
+        prepared.global_batch,
+        args.log_every,
+        false,
+    );
+    let summary = train(&prepared, args.workers, |step| progress.step(step))?;
+    progress.finish();
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from("out").join(&prepared.name));
     write_outputs(&out, &prepared, &summary)?;
+    write_report(&out, &prepared, &summary)?;
     println!(
-        "done in {:.1}s; checkpoint {} (sha256 {})",
+        "done in {:.1}s; checkpoint {} (sha256 {}); report in {}",
         summary.elapsed.as_secs_f64(),
         out.join("checkpoint.safetensors").display(),
-        summary.report.checkpoint_sha256
+        summary.report.checkpoint_sha256,
+        out.display()
     );
     Ok(())
 }
