@@ -69,15 +69,17 @@ impl Coordinator {
         .stderr(Stdio::null())
         .spawn()
         .expect("shoal coordinator starts");
-        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut url = None;
-        for line in BufReader::new(stdout).lines() {
+        for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(rest) = line.trim().strip_prefix("HTTP API:") {
                 url = rest.split_whitespace().next().map(str::to_string);
                 break;
             }
         }
+        // Keep reading: a closed pipe would fail the coordinator's next print.
+        std::thread::spawn(move || lines.for_each(drop));
         let url = url.expect("the coordinator prints its HTTP address");
         let token = std::fs::read_to_string(data_dir.join("api-token"))
             .unwrap()
@@ -128,7 +130,11 @@ fn no_coordinator_says_how_to_start_one() {
     let output = shoal(&["jobs", "--coordinator", "http://127.0.0.1:9"]);
     check_fails_saying(
         &output,
-        &["no coordinator at 127.0.0.1:9", "shoal coordinator --data-dir", "SHOAL_COORDINATOR"],
+        &[
+            "no coordinator at 127.0.0.1:9",
+            "shoal coordinator --data-dir",
+            "SHOAL_COORDINATOR",
+        ],
     );
 }
 
@@ -139,7 +145,15 @@ fn the_clients_of_a_running_coordinator() {
 
     // A wrong or missing token: say where the right one is.
     let wrong = shoal(&["jobs", "--coordinator", &coordinator.url, "--token", "nope"]);
-    check_fails_saying(&wrong, &["401", "the token given was refused", "SHOAL_API_TOKEN", "api-token"]);
+    check_fails_saying(
+        &wrong,
+        &[
+            "401",
+            "the token given was refused",
+            "SHOAL_API_TOKEN",
+            "api-token",
+        ],
+    );
     let missing = shoal(&["workers", "--coordinator", &coordinator.url]);
     check_fails_saying(&missing, &["401", "no token was given"]);
 
@@ -148,7 +162,10 @@ fn the_clients_of_a_running_coordinator() {
     let bad = directory.join("bad.toml");
     std::fs::write(&bad, JOB.replace("lr = 1e-3", "lr = -1.0")).unwrap();
     let refused = coordinator.shoal(&["submit", bad.to_str().unwrap()]);
-    check_fails_saying(&refused, &[&format!("{}:17:", bad.display()), "optimizer.lr"]);
+    check_fails_saying(
+        &refused,
+        &[&format!("{}:17:", bad.display()), "optimizer.lr"],
+    );
     let broken = directory.join("broken.toml");
     std::fs::write(&broken, JOB.replace("steps = 5", "steps = = 5")).unwrap();
     let refused = coordinator.shoal(&["submit", broken.to_str().unwrap()]);
@@ -195,7 +212,7 @@ fn the_clients_of_a_running_coordinator() {
 
     // `submit --follow` waits for the job's end; cancelled, it says so and
     // exits non-zero.
-    let mut follower = shoal_command(&["submit", good.to_str().unwrap(), "--follow"])
+    let follower = shoal_command(&["submit", good.to_str().unwrap(), "--follow"])
         .env("SHOAL_COORDINATOR", &coordinator.url)
         .env("SHOAL_API_TOKEN", &coordinator.token)
         .stdout(Stdio::piped())
@@ -210,7 +227,10 @@ fn the_clients_of_a_running_coordinator() {
         if let Some(other) = jobs.iter().find(|j| j["id"] != job["id"]) {
             break other["id"].as_u64().unwrap().to_string();
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "the followed job never appeared");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the followed job never appeared"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let cancelled = coordinator.shoal(&["cancel", &second]);
@@ -218,7 +238,10 @@ fn the_clients_of_a_running_coordinator() {
     let followed = follower.wait_with_output().unwrap();
     check_fails_saying(&followed, &[&format!("job {second} cancelled")]);
     let printed = String::from_utf8_lossy(&followed.stdout);
-    assert!(printed.contains(&format!("job {second} submitted")), "{printed}");
+    assert!(
+        printed.contains(&format!("job {second} submitted")),
+        "{printed}"
+    );
 
     drop(coordinator);
     let _ = std::fs::remove_dir_all(&directory);

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use coordinator::CoordinatorError;
 use coordinator::client::Client;
 use coordinator::scheduler::SchedulerConfig;
-use coordinator::CoordinatorError;
 use coordinator::spec::JobSpec;
 use coordinator::tokens::{self, TokenSource};
 use coordinator::{Coordinator, CoordinatorConfig, JobId};
@@ -386,8 +386,7 @@ pub(crate) fn checkpoint(args: CheckpointArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    std::fs::write(&args.out, &bytes)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
     println!(
         "job {id}: checkpoint written to {} ({} bytes, sha256 {})",
         args.out.display(),
@@ -424,7 +423,9 @@ pub(crate) fn plot(args: PlotArgs) -> anyhow::Result<()> {
         );
     }
     let stem = args.stem.unwrap_or_else(|| format!("job-{id}-loss"));
-    let name = job["name"].as_str().map_or(String::new(), |n| format!(" {n}"));
+    let name = job["name"]
+        .as_str()
+        .map_or(String::new(), |n| format!(" {n}"));
     let title = format!("job {id}{name} ({})", text(&job["model"]));
     let written = report::plot_losses(&args.out, &stem, &title, &report::loss_series(&steps))?;
     for path in written {

@@ -60,6 +60,10 @@ pub(crate) fn run(command: DataCommand) -> anyhow::Result<()> {
                 vocab,
                 data_tokens,
             };
+            if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
             let written = generator
                 .write(&options, &out)
                 .with_context(|| format!("generating {task}"))?;

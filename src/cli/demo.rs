@@ -148,7 +148,7 @@ kind = "gcn"
 config = { d_in = 16, d_hidden = 32, n_classes = 4 }
 [data]
 paths = ["{data}/sbm-graph.parquet"]
-columns = { x = "features", src = "src", dst = "dst", label = "label", train_mask = "train_mask" }
+columns = { x = "x", src = "src", dst = "dst", label = "label", train_mask = "train_mask" }
 [optimizer]
 kind = "adamw"
 lr = 1e-2
@@ -160,13 +160,14 @@ weight_decay = 5e-4
 /// Writes the demo's datasets into `data`.
 fn generate_data(data: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(data).with_context(|| format!("create {}", data.display()))?;
-    let write = |generator: Generator, name: &str, options: GeneratorOptions| -> anyhow::Result<()> {
-        let path = data.join(format!("{name}.parquet"));
-        generator
-            .write(&options, &path)
-            .with_context(|| format!("generate {name}"))?;
-        Ok(())
-    };
+    let write =
+        |generator: Generator, name: &str, options: GeneratorOptions| -> anyhow::Result<()> {
+            let path = data.join(format!("{name}.parquet"));
+            generator
+                .write(&options, &path)
+                .with_context(|| format!("generate {name}"))?;
+            Ok(())
+        };
     write(Generator::Digits, "digits", GeneratorOptions::default())?;
     let copying = |rows, seed| GeneratorOptions {
         rows: Some(rows),
@@ -176,7 +177,11 @@ fn generate_data(data: &Path) -> anyhow::Result<()> {
         data_tokens: Some(8),
     };
     write(Generator::SelectiveCopy, "selective-copy", copying(4096, 2))?;
-    write(Generator::SelectiveCopy, "selective-copy-test", copying(512, 1002))?;
+    write(
+        Generator::SelectiveCopy,
+        "selective-copy-test",
+        copying(512, 1002),
+    )?;
     write(
         Generator::SbmGraph,
         "sbm-graph",
@@ -212,7 +217,7 @@ fn token_accuracy(prepared: &PreparedJob, checkpoint: &[u8], path: &Path) -> any
     let tokens = &data.ints["tokens"];
     let targets = &data.ints["targets"];
     let logits = model.logits(&IndexTensor::from_vec(
-        tokens.shape.clone(),
+        tokens.shape.as_slice(),
         tokens.values.clone(),
     ));
     let vocab = logits.dim(-1);
@@ -339,17 +344,17 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "{:<6} {:<42} {:<22} {:>15}  published reference",
+        "{:<6} {:<43} {:<22} {:>17}  published reference",
         "model", "task", "final metric", "throughput"
     );
     for row in &rows {
         let throughput = format!(
-            "{} {}",
-            row["throughput"],
+            "{:.0} {}",
+            row["throughput"].as_f64().unwrap_or(0.0),
             row["throughput_unit"].as_str().unwrap_or("")
         );
         println!(
-            "{:<6} {:<42} {:<22} {:>15}  {}",
+            "{:<6} {:<43} {:<22} {:>17}  {}",
             row["model"].as_str().unwrap_or(""),
             row["task"].as_str().unwrap_or(""),
             row["metric"].as_str().unwrap_or(""),

@@ -39,21 +39,17 @@ pub(crate) fn graph_batch(prepared: &PreparedJob) -> anyhow::Result<models::Batc
     let data = read_graph(&nodes, &edges, &prepared.mapping)?;
     let mut batch = models::Batch::new();
     for (name, array) in &data.floats {
-        let scaled: Vec<f32> = if prepared.job.draws.input_scale == 1.0 {
-            array.values.clone()
-        } else {
-            array
-                .values
-                .iter()
-                .map(|v| v * prepared.job.draws.input_scale)
-                .collect()
-        };
-        batch.insert_float(name.clone(), Tensor::from_vec(array.shape.clone(), scaled));
+        let scale = prepared.job.draws.input_scale;
+        let scaled: Vec<f32> = array.values.iter().map(|v| v * scale).collect();
+        batch.insert_float(
+            name.clone(),
+            Tensor::from_vec(array.shape.as_slice(), scaled),
+        );
     }
     for (name, array) in &data.ints {
         batch.insert_index(
             name.clone(),
-            IndexTensor::from_vec(array.shape.clone(), array.values.clone()),
+            IndexTensor::from_vec(array.shape.as_slice(), array.values.clone()),
         );
     }
     Ok(batch)
@@ -95,8 +91,7 @@ pub(crate) fn train(
         progress(&timed);
         steps.push(timed);
     }
-    let tensors =
-        ops::checkpoint::checkpoint_tensors(model.parameters(), &trainer.state_tensors());
+    let tensors = ops::checkpoint::checkpoint_tensors(model.parameters(), &trainer.state_tensors());
     let metadata = std::collections::BTreeMap::from([
         ("model".to_string(), job.model_kind.clone()),
         ("config".to_string(), job.model_config.to_string()),

@@ -92,7 +92,7 @@ impl Progress {
         self.last = now;
         self.step_seconds = Some(match self.step_seconds {
             None => seconds,
-            Some(average) => 0.9 * average + 0.1 * seconds,
+            Some(average) => 0.7 * average + 0.3 * seconds,
         });
         let done = step.report.step + 1;
         let per_step = self.step_seconds.unwrap_or(0.0).max(1e-9);

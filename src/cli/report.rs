@@ -145,7 +145,9 @@ where
             ))
             .map_err(plot_error)?
             .label(curve.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -202,10 +204,14 @@ pub(crate) fn image_grid(path: &Path, images: &[Vec<f32>], columns: usize) -> an
     let cell = side * zoom + gap;
     let size = ((columns * cell + gap) as u32, (rows * cell + gap) as u32);
     let area = BitMapBackend::new(path, size).into_drawing_area();
-    let plot_error = |error: DrawingAreaErrorKind<_>| anyhow!("drawing {}: {error}", path.display());
+    let plot_error =
+        |error: DrawingAreaErrorKind<_>| anyhow!("drawing {}: {error}", path.display());
     area.fill(&RGBColor(40, 40, 40)).map_err(plot_error)?;
     for (index, image) in images.iter().enumerate() {
-        let (x0, y0) = (gap + (index % columns) * cell, gap + (index / columns) * cell);
+        let (x0, y0) = (
+            gap + (index % columns) * cell,
+            gap + (index / columns) * cell,
+        );
         for (pixel, value) in image.iter().enumerate() {
             let level = (value.clamp(0.0, 1.0) * 255.0).round() as u8;
             let (px, py) = (x0 + (pixel % side) * zoom, y0 + (pixel / side) * zoom);
@@ -238,10 +244,11 @@ pub(crate) fn samples(
     seed: u64,
 ) -> anyhow::Result<Option<Vec<Vec<f32>>>> {
     let file = ops::checkpoint::decode(checkpoint, "the checkpoint")?;
-    let latents = |d_latent: usize| {
-        RandomStream::new(seed, ops::rng::stream_id(&[0x5a4d, GRID_SAMPLES as u64]))
-            .normal_tensor([GRID_SAMPLES, d_latent], 0.0, 1.0)
-    };
+    let latents =
+        |d_latent: usize| {
+            RandomStream::new(seed, ops::rng::stream_id(&[0x5a4d, GRID_SAMPLES as u64]))
+                .normal_tensor([GRID_SAMPLES, d_latent], 0.0, 1.0)
+        };
     let images: Tensor = match kind {
         "vae" => {
             let mut model = models::vae::Vae::from_config(config, seed)?;

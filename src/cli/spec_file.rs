@@ -37,10 +37,7 @@ pub(crate) fn line_of_field(text: &str, field: &str) -> Option<usize> {
         let mut in_table = split == 0;
         for (index, line) in text.lines().enumerate() {
             let trimmed = line.trim();
-            if let Some(header) = trimmed
-                .strip_prefix('[')
-                .and_then(|t| t.split(']').next())
-            {
+            if let Some(header) = trimmed.strip_prefix('[').and_then(|t| t.split(']').next()) {
                 in_table = header.trim_matches('[').trim() == table;
                 continue;
             }
@@ -55,13 +52,13 @@ pub(crate) fn line_of_field(text: &str, field: &str) -> Option<usize> {
     }
     // The table itself (`[optimizer]` for a missing `optimizer.lr`).
     let table = parts[..parts.len().saturating_sub(1)].join(".");
-    (!table.is_empty())
-        .then(|| {
-            text.lines()
-                .position(|line| line.trim() == format!("[{table}]"))
-                .map(|index| index + 1)
-        })
-        .flatten()
+    if table.is_empty() {
+        return None;
+    }
+    let header = format!("[{table}]");
+    text.lines()
+        .position(|line| line.trim() == header)
+        .map(|index| index + 1)
 }
 
 /// Reads, parses and validates the job spec at `path`.
