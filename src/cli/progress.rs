@@ -110,7 +110,7 @@ impl Progress {
                 bar.set_message(message);
             }
             Display::Lines { every } => {
-                if done % every == 0 || done == self.total {
+                if done.is_multiple_of(*every) || done == self.total {
                     eprintln!(
                         "step {done:>6}/{}  {}  lr {:.2e}  {:.0} samples/s  {} left",
                         self.total,
