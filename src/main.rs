@@ -45,6 +45,9 @@ enum Command {
     Checkpoint(cli::coordinator::CheckpointArgs),
     /// Plot a job's loss curves from the coordinator's metrics (PNG, SVG).
     Plot(cli::coordinator::PlotArgs),
+    /// Run a worker: join a coordinator with its join token and train the
+    /// jobs it assigns, until SIGTERM or Ctrl-C.
+    Worker(cli::worker::WorkerArgs),
     /// Train a job in single-node mode: its workers as tasks of this process,
     /// joined by a loopback QUIC ring; writes the checkpoint and metrics.
     Run(cli::run::RunArgs),
@@ -72,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         Command::Workers(args) => cli::coordinator::workers(args),
         Command::Checkpoint(args) => cli::coordinator::checkpoint(args),
         Command::Plot(args) => cli::coordinator::plot(args),
+        Command::Worker(args) => cli::worker::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Demo(args) => cli::demo::run(args),
     }

@@ -74,12 +74,17 @@ impl CoordinatorError {
         let context = context.into();
         move |source| Self::Store { context, source }
     }
+}
 
-    /// An [`InvalidSpec`](Self::InvalidSpec) error.
-    pub(crate) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self::InvalidSpec {
-            field: field.into(),
-            problem: problem.into(),
+impl From<protocol::spec::SpecError> for CoordinatorError {
+    fn from(error: protocol::spec::SpecError) -> Self {
+        match error {
+            protocol::spec::SpecError::Syntax { format, message } => {
+                Self::SpecSyntax { format, message }
+            }
+            protocol::spec::SpecError::Invalid { field, problem } => {
+                Self::InvalidSpec { field, problem }
+            }
         }
     }
 }

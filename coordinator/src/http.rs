@@ -273,7 +273,7 @@ async fn submit_job(
             format!("invalid job spec: the body is not UTF-8 ({error})"),
         )
     })?;
-    let spec = JobSpec::parse(text, format)?;
+    let spec = JobSpec::parse(text, format).map_err(CoordinatorError::from)?;
     let id = state.submit(&spec)?;
     let view = job_view(&state, &state.job(id)?)?;
     let mut response = (StatusCode::CREATED, axum::Json(view)).into_response();

@@ -24,7 +24,8 @@ pub mod openapi;
 pub mod quic;
 pub mod scheduler;
 pub mod service;
-pub mod spec;
+/// Job specs, shared with the workers (the module lives in `protocol`).
+pub use protocol::spec;
 pub mod store;
 pub mod tokens;
 

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::message::{
-    CheckpointReport, CoordinatorMessage, JobAssignment, MetricsReport, WorkerMessage,
+    CheckpointReport, CheckpointUpload, CoordinatorMessage, JobAssignment, MetricsReport,
+    WorkerMessage,
 };
 use protocol::transport::{accept_registration, write_frame};
 use tokio::sync::mpsc;
 
-use crate::job::{JobId, WorkerId};
+use crate::job::{JobId, JobState, WorkerId};
 use crate::scheduler::{Action, Outcome, WorkerInfo};
 use crate::service::Coordinator;
 use crate::store::CheckpointRecord;
@@ -32,9 +33,12 @@ pub struct WorkerEndpointConfig {
     pub handshake_timeout: Duration,
 }
 
+/// A message to a worker and its frame's payload (a checkpoint).
+type Outgoing = (CoordinatorMessage, Bytes);
+
 struct WorkerConnection {
     connection: quinn::Connection,
-    outbox: mpsc::UnboundedSender<CoordinatorMessage>,
+    outbox: mpsc::UnboundedSender<Outgoing>,
 }
 
 type Connections = Arc<Mutex<BTreeMap<WorkerId, WorkerConnection>>>;
@@ -104,7 +108,7 @@ async fn serve_worker(
         threads: register.cores,
         memory_bytes: register.memory_bytes,
     };
-    let (outbox, mut outgoing) = mpsc::unbounded_channel::<CoordinatorMessage>();
+    let (outbox, mut outgoing) = mpsc::unbounded_channel::<Outgoing>();
     lock(&connections).insert(
         id,
         WorkerConnection {
@@ -119,8 +123,8 @@ async fn serve_worker(
 
     let mut send = registered.send;
     let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            if let Err(error) = write_frame(&mut send, &message, Bytes::new()).await {
+        while let Some((message, payload)) = outgoing.recv().await {
+            if let Err(error) = write_frame(&mut send, &message, payload).await {
                 tracing::warn!(worker = %id, %error, "sending to a worker failed");
                 break;
             }
@@ -129,8 +133,8 @@ async fn serve_worker(
 
     let mut reader = registered.reader;
     loop {
-        let message = match reader.next().await {
-            Ok(Some(frame)) => frame.message,
+        let (message, payload) = match reader.next().await {
+            Ok(Some(frame)) => (frame.message, frame.payload),
             Ok(None) => break,
             Err(error) => {
                 tracing::warn!(worker = %id, %error, "worker connection ended");
@@ -147,9 +151,12 @@ async fn serve_worker(
                     );
                     break;
                 }
-                let _ = outbox.send(CoordinatorMessage::HeartbeatAck {
-                    sequence: heartbeat.sequence,
-                });
+                let _ = outbox.send((
+                    CoordinatorMessage::HeartbeatAck {
+                        sequence: heartbeat.sequence,
+                    },
+                    Bytes::new(),
+                ));
             }
             WorkerMessage::MetricsReport(MetricsReport {
                 job_id,
@@ -186,10 +193,56 @@ async fn serve_worker(
                 }
             }
             WorkerMessage::JobFailed { job_id, reason } => {
+                if job_is_over(&coordinator, JobId(job_id)) {
+                    continue;
+                }
                 if let Err(error) =
                     coordinator.report_finished(JobId(job_id), Outcome::Failed(reason))
                 {
                     tracing::warn!(worker = %id, %error, "failure report refused");
+                }
+            }
+            WorkerMessage::CheckpointUpload(CheckpointUpload {
+                job_id,
+                step,
+                sha256,
+            }) => {
+                let job = JobId(job_id);
+                let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&payload));
+                if actual != sha256 {
+                    tracing::warn!(worker = %id, job = job_id, step, "checkpoint upload with a wrong SHA-256: ignored");
+                    continue;
+                }
+                let writer = coordinator.clone();
+                let stored = tokio::task::spawn_blocking(move || {
+                    writer.store_checkpoint(job, step, &payload)
+                })
+                .await;
+                match stored {
+                    Ok(Ok(record)) => {
+                        tracing::info!(job = job_id, step, path = %record.path, "checkpoint written");
+                    }
+                    Ok(Err(error)) => {
+                        tracing::error!(job = job_id, step, %error, "writing a checkpoint failed");
+                    }
+                    Err(error) => {
+                        tracing::error!(job = job_id, step, %error, "the checkpoint writer failed");
+                    }
+                }
+            }
+            WorkerMessage::JobCompleted { job_id, step } => {
+                // Only a running job completes: a report queued before a
+                // coordinator restart is repeated by the next ring.
+                let running = coordinator
+                    .job(JobId(job_id))
+                    .is_ok_and(|record| record.state == JobState::Running);
+                if !running {
+                    tracing::info!(worker = %id, job = job_id, "completion of a job not running: ignored");
+                    continue;
+                }
+                tracing::info!(worker = %id, job = job_id, step, "job completed");
+                if let Err(error) = coordinator.report_finished(JobId(job_id), Outcome::Completed) {
+                    tracing::warn!(worker = %id, %error, "completion report refused");
                 }
             }
             WorkerMessage::Register(_) => {
@@ -205,6 +258,29 @@ async fn serve_worker(
     tracing::info!(worker = %id, "worker disconnected");
 }
 
+/// Whether job `job` already ended (a late or repeated report about it is
+/// ignored).
+fn job_is_over(coordinator: &Coordinator, job: JobId) -> bool {
+    coordinator
+        .job(job)
+        .map_or(true, |record| record.state.is_terminal())
+}
+
+/// The job's latest checkpoint (step and bytes), for a worker that joins
+/// with no replica; `(0, empty)` if it has none or it cannot be read.
+fn latest_checkpoint(coordinator: &Coordinator, job: JobId) -> (u64, Bytes) {
+    let Ok(Some(record)) = coordinator.latest_checkpoint(job) else {
+        return (0, Bytes::new());
+    };
+    match std::fs::read(&record.path) {
+        Ok(bytes) => (record.step, Bytes::from(bytes)),
+        Err(error) => {
+            tracing::warn!(job = job.0, path = %record.path, %error, "cannot read the latest checkpoint");
+            (0, Bytes::new())
+        }
+    }
+}
+
 /// Sends the scheduler's actions to the workers concerned.
 async fn dispatch_actions(
     coordinator: Arc<Coordinator>,
@@ -217,7 +293,12 @@ async fn dispatch_actions(
     while let Some(action) = actions.recv().await {
         match action {
             Action::FormRing { ring, .. } => {
-                let start_step = coordinator.last_step(ring.job).ok().flatten().unwrap_or(0);
+                let (checkpoint_step, checkpoint) = latest_checkpoint(&coordinator, ring.job);
+                let start_step = coordinator
+                    .last_step(ring.job)
+                    .ok()
+                    .flatten()
+                    .map_or(checkpoint_step, |step| step + 1);
                 let Some(membership) = coordinator.ring_membership(&ring, start_step) else {
                     continue; // a member is gone: a newer ring follows
                 };
@@ -235,22 +316,24 @@ async fn dispatch_actions(
                         continue;
                     };
                     if known.insert(worker) {
-                        let _ =
-                            connection
-                                .outbox
-                                .send(CoordinatorMessage::AssignJob(JobAssignment {
-                                    job_id: ring.job.0,
-                                    spec: spec.clone(),
-                                    spec_format: "json".to_string(),
-                                    // FIXME: the dataset plan (datasets::Plan from the
-                                    // files' fingerprint) is not computed yet.
-                                    plan: String::new(),
-                                    start_step,
-                                }));
+                        let _ = connection.outbox.send((
+                            CoordinatorMessage::AssignJob(JobAssignment {
+                                job_id: ring.job.0,
+                                spec: spec.clone(),
+                                spec_format: "json".to_string(),
+                                // The worker derives the dataset plan itself
+                                // from the spec and the files' footers (a
+                                // pure function of both).
+                                plan: String::new(),
+                                start_step: checkpoint_step,
+                            }),
+                            checkpoint.clone(),
+                        ));
                     }
-                    let _ = connection
-                        .outbox
-                        .send(CoordinatorMessage::RingMembership(membership.clone()));
+                    let _ = connection.outbox.send((
+                        CoordinatorMessage::RingMembership(membership.clone()),
+                        Bytes::new(),
+                    ));
                 }
                 known.retain(|worker| ring.members.iter().any(|member| member.worker == *worker));
             }
@@ -259,17 +342,50 @@ async fn dispatch_actions(
                 let connections = lock(&connections);
                 for worker in workers {
                     if let Some(connection) = connections.get(&worker) {
-                        let _ = connection.outbox.send(CoordinatorMessage::Cancel {
-                            job_id: job.0,
-                            reason: "the job ended or was cancelled".to_string(),
-                        });
+                        let _ = connection.outbox.send((
+                            CoordinatorMessage::Cancel {
+                                job_id: job.0,
+                                reason: "the job ended or was cancelled".to_string(),
+                            },
+                            Bytes::new(),
+                        ));
                     }
                 }
             }
             Action::Hold { job, workers } => {
-                // FIXME: no protocol message says "wait below min_workers"
-                // yet; the survivors keep their replica until the next ring.
                 tracing::info!(job = job.0, ?workers, "job holds below min_workers");
+                let connections = lock(&connections);
+                for worker in workers {
+                    let Some(connection) = connections.get(&worker) else {
+                        continue;
+                    };
+                    if assigned.entry(job).or_default().insert(worker) {
+                        // A newcomer reserved for the job: it gets the job
+                        // now and its ring when enough workers are there.
+                        if let Ok(record) = coordinator.job(job) {
+                            let (checkpoint_step, checkpoint) =
+                                latest_checkpoint(&coordinator, job);
+                            let _ = connection.outbox.send((
+                                CoordinatorMessage::AssignJob(JobAssignment {
+                                    job_id: job.0,
+                                    spec: serde_json::to_string(&record.spec)
+                                        .expect("a spec serializes"),
+                                    spec_format: "json".to_string(),
+                                    plan: String::new(),
+                                    start_step: checkpoint_step,
+                                }),
+                                checkpoint,
+                            ));
+                        }
+                    }
+                    let _ = connection.outbox.send((
+                        CoordinatorMessage::Hold {
+                            job_id: job.0,
+                            reason: "below min_workers: waiting for workers".to_string(),
+                        },
+                        Bytes::new(),
+                    ));
+                }
             }
             Action::WorkerDead { worker } => {
                 if let Some(connection) = lock(&connections).remove(&worker) {

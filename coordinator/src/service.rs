@@ -211,6 +211,7 @@ impl Coordinator {
     /// Stores a validated job and queues it.
     pub fn submit(&self, spec: &JobSpec) -> Result<JobId> {
         spec.validate()?;
+        check_dataset_columns(spec)?;
         let mut inner = self.lock();
         let id = inner.store.insert_job(spec, unix_ms())?;
         inner.scheduler.submit(id, demand(spec));
@@ -461,6 +462,38 @@ impl Coordinator {
             .set(inner.scheduler.workers().count() as i64);
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// When the coordinator can read the dataset's footers itself (the same
+/// paths as the workers: a shared volume, or the single-node mode), every
+/// mapped column must be in it; otherwise the workers check, and a job
+/// whose data they cannot read fails with the dataset's error.
+pub fn check_dataset_columns(spec: &JobSpec) -> Result<()> {
+    let dataset = match datasets::Dataset::open(&spec.data.paths) {
+        Ok(dataset) => dataset,
+        Err(error) => {
+            tracing::debug!(%error, "the coordinator cannot read the dataset: the workers will check it");
+            return Ok(());
+        }
+    };
+    let columns: Vec<&str> = dataset
+        .fingerprint()
+        .schema
+        .iter()
+        .map(|field| field.split(':').next().unwrap_or(field).trim())
+        .collect();
+    for (input, column) in &spec.data.columns {
+        if !columns.contains(&column.as_str()) {
+            return Err(CoordinatorError::InvalidSpec {
+                field: format!("data.columns.{input}"),
+                problem: format!(
+                    "the dataset has no column `{column}` (its columns: {})",
+                    columns.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What a job's spec asks of the scheduler.

@@ -3,7 +3,8 @@
 //! The pure core ([`message`], [`codec`], [`frame`], [`tensor`], [`token`]) holds
 //! the versioned messages, their one encoding, the length-prefixed frames with an
 //! incremental decoder, raw little-endian tensor payloads and the join token. It
-//! uses no tokio, socket or clock, and is tested without I/O.
+//! uses no tokio, socket or clock, and is tested without I/O. [`spec`] is the
+//! job spec both sides share (parsed and checked, pure as well).
 //!
 //! [`transport`] is the one module that touches quinn, rustls and tokio: QUIC
 //! endpoint setup tuned for bulk tensors, the coordinator's certificate kept on
@@ -15,6 +16,7 @@ pub mod codec;
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod spec;
 pub mod tensor;
 pub mod token;
 pub mod transport;

@@ -31,6 +31,18 @@ pub enum WorkerMessage {
         /// What went wrong, for people.
         reason: String,
     },
+    /// A checkpoint whose safetensors bytes follow as the frame's payload,
+    /// for the coordinator to write into its data directory (no shared file
+    /// system needed). Sent by one member of the ring.
+    CheckpointUpload(CheckpointUpload),
+    /// The job reached its last step; its final checkpoint was uploaded
+    /// just before on the same stream.
+    JobCompleted {
+        /// Job concerned.
+        job_id: u64,
+        /// Steps completed (the job's total).
+        step: u64,
+    },
 }
 
 /// Coordinator to worker.
@@ -60,6 +72,15 @@ pub enum CoordinatorMessage {
     /// Stop a job.
     Cancel {
         /// Job to stop.
+        job_id: u64,
+        /// Why, for people.
+        reason: String,
+    },
+    /// The job lost workers and is below its `min_workers`: drop the
+    /// in-flight step, keep the replica and wait for the next
+    /// [`CoordinatorMessage::RingMembership`].
+    Hold {
+        /// Job concerned.
         job_id: u64,
         /// Why, for people.
         reason: String,
@@ -127,6 +148,18 @@ pub struct CheckpointReport {
     pub bytes: u64,
 }
 
+/// Contents of [`WorkerMessage::CheckpointUpload`]: describes the
+/// safetensors bytes that follow as the frame's payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointUpload {
+    /// Job concerned.
+    pub job_id: u64,
+    /// Steps completed in the checkpoint.
+    pub step: u64,
+    /// SHA-256 of the payload, hex (checked by the coordinator).
+    pub sha256: String,
+}
+
 /// Contents of [`WorkerMessage::MetricsReport`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricsReport {
@@ -138,7 +171,9 @@ pub struct MetricsReport {
     pub values: Vec<(String, f64)>,
 }
 
-/// Contents of [`CoordinatorMessage::AssignJob`].
+/// Contents of [`CoordinatorMessage::AssignJob`]. When the job has a
+/// checkpoint, its safetensors bytes follow as the frame's payload (the
+/// state to resume from when no replica survived); `start_step` is its step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobAssignment {
     /// Job identifier.
@@ -150,7 +185,7 @@ pub struct JobAssignment {
     /// The coordinator's plan (dataset fingerprint, seed, global batch,
     /// virtual ranks...), serialized as JSON.
     pub plan: String,
-    /// Step to start from (0 for a new job).
+    /// Step of the checkpoint in the payload (0 for a new job: no payload).
     pub start_step: u64,
 }
 

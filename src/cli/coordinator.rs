@@ -38,9 +38,13 @@ pub(crate) struct CoordinatorArgs {
     /// on first start); it must pin this coordinator's certificate.
     #[arg(long, env = "SHOAL_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
-    /// Seconds without a heartbeat after which a worker is declared dead.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds without a heartbeat after which a worker is declared dead
+    /// (workers heartbeat three times per timeout).
+    #[arg(long, env = "SHOAL_HEARTBEAT_TIMEOUT_S", default_value_t = 10)]
     heartbeat_timeout_s: u64,
+    /// The same in milliseconds (overrides the seconds; tests use ~1500).
+    #[arg(long, env = "SHOAL_HEARTBEAT_TIMEOUT_MS")]
+    heartbeat_timeout_ms: Option<u64>,
 }
 
 /// Where the coordinator is and how to authenticate.
@@ -153,17 +157,18 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
         args.join_token.as_deref(),
     )?;
 
+    let heartbeat_timeout = match args.heartbeat_timeout_ms {
+        Some(milliseconds) => Duration::from_millis(milliseconds.max(30)),
+        None => Duration::from_secs(args.heartbeat_timeout_s.max(1)),
+    };
     let (coordinator, actions) = Coordinator::open(CoordinatorConfig {
         data_dir: data_dir.clone(),
         api_token,
-        scheduler: SchedulerConfig {
-            heartbeat_timeout: Duration::from_secs(args.heartbeat_timeout_s.max(1)),
-        },
+        scheduler: SchedulerConfig { heartbeat_timeout },
     })?;
 
     // The workers' QUIC endpoint: registration with the join token,
     // heartbeats, reports, and the scheduler's actions as messages.
-    let heartbeat_timeout = Duration::from_secs(args.heartbeat_timeout_s.max(1));
     let tuning = protocol::transport::TransportTuning::default();
     let endpoint = protocol::transport::bind_endpoint(
         args.quic_addr,
@@ -188,7 +193,7 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
                 tracing::error!(%error, "scheduler tick failed");
                 Duration::from_secs(1)
             });
-            tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+            tokio::time::sleep(wait.min(heartbeat_timeout / 4)).await;
         }
     });
 

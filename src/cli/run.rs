@@ -1,21 +1,17 @@
-//! `shoal run JOB.toml --workers N`: trains a job in single-node mode (its
-//! workers as tasks of this process, joined by a loopback QUIC ring) and
-//! writes the checkpoint and metrics to an output folder.
+//! `shoal run JOB.toml --workers N`: trains a job in single-node mode (a
+//! coordinator and N workers in this process, over loopback QUIC, through
+//! the code of `shoal coordinator` and `shoal worker`; see
+//! [`super::cluster`]) and writes the checkpoint and metrics to an output
+//! folder.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
-use coordinator::spec::{JobSpec, OptimizerKind, ScheduleKind};
-use datasets::{ColumnMapping, Dataset, PartialBatch, Plan, PlanConfig, Reader, Task};
-use ops::optim::{LearningRateSchedule, OptimizerConfig};
-use worker::WorkerError;
-use worker::collective::CollectiveConfig;
-use worker::inputs::DrawSettings;
-use worker::replica::TrainingJob;
-use worker::single_node::{RunOptions, RunReport, TimedStep, run_job};
+use coordinator::spec::JobSpec;
+use datasets::Task;
+use worker::single_node::{RunReport, TimedStep};
 
 use crate::cli::progress::Progress;
 use crate::cli::report::write_report;
@@ -46,131 +42,12 @@ pub(crate) fn read_spec(path: &Path) -> anyhow::Result<JobSpec> {
     crate::cli::spec_file::read_spec(path)
 }
 
-/// The dataset task that feeds a model kind.
-fn task_of(kind: &str) -> anyhow::Result<Task> {
-    Ok(match kind {
-        "mlp" => Task::Classify,
-        "lstm" | "gru" | "qrnn" | "s4d" | "mamba" => Task::Sequence,
-        "autoencoder" | "vae" | "gan" | "mae" | "barlow_twins" => Task::Vectors,
-        // One whole graph per step, in this process (see `cli::graph`).
-        "gcn" => Task::GraphNodes,
-        other => bail!("model `{other}` has no data task"),
-    })
-}
-
-fn optimizer_of(spec: &JobSpec) -> OptimizerConfig {
-    let o = &spec.optimizer;
-    let betas = o.betas.map(|[a, b]| (a, b)).unwrap_or((0.9, 0.999));
-    match o.kind {
-        OptimizerKind::Sgd => OptimizerConfig::Sgd {
-            lr: o.lr,
-            momentum: o.momentum.unwrap_or(0.0),
-            dampening: o.dampening.unwrap_or(0.0),
-            weight_decay: o.weight_decay.unwrap_or(0.0),
-            nesterov: o.nesterov.unwrap_or(false),
-        },
-        OptimizerKind::Adam => OptimizerConfig::Adam {
-            lr: o.lr,
-            betas,
-            eps: o.eps.unwrap_or(1e-8),
-            weight_decay: o.weight_decay.unwrap_or(0.0),
-        },
-        OptimizerKind::Adamw => OptimizerConfig::AdamW {
-            lr: o.lr,
-            betas,
-            eps: o.eps.unwrap_or(1e-8),
-            weight_decay: o.weight_decay.unwrap_or(0.01),
-        },
-    }
-}
-
-fn schedule_of(spec: &JobSpec, total_steps: u64) -> LearningRateSchedule {
-    let warmup_steps = spec.schedule.warmup_steps.unwrap_or(0);
-    match spec.schedule.kind {
-        ScheduleKind::Constant if warmup_steps == 0 => LearningRateSchedule::Constant,
-        ScheduleKind::Constant | ScheduleKind::LinearWarmup => {
-            LearningRateSchedule::LinearWarmup { warmup_steps }
-        }
-        ScheduleKind::Cosine => LearningRateSchedule::WarmupCosine {
-            warmup_steps,
-            total_steps,
-            min_factor: spec.schedule.min_lr.unwrap_or(0.0) / spec.optimizer.lr,
-        },
-    }
-}
-
-/// Everything a single-node run of a spec needs.
-pub(crate) struct PreparedJob {
-    pub(crate) name: String,
-    pub(crate) job: TrainingJob,
-    pub(crate) paths: Vec<PathBuf>,
-    pub(crate) task: Task,
-    pub(crate) mapping: ColumnMapping,
-    pub(crate) plan_config: PlanConfig,
-    pub(crate) global_batch: usize,
-    pub(crate) initial: Option<PathBuf>,
-}
+pub(crate) use worker::job::PreparedJob;
 
 /// Checks `spec` and turns it into a training job; `base` resolves relative
-/// data paths.
+/// data paths (see `worker::job::prepare`).
 pub(crate) fn prepare(spec: &JobSpec, base: &Path) -> anyhow::Result<PreparedJob> {
-    spec.validate()?;
-    let task = task_of(&spec.model.kind)?;
-    let paths: Vec<PathBuf> = spec
-        .data
-        .paths
-        .iter()
-        .map(|p| {
-            let path = PathBuf::from(p);
-            if path.is_absolute() || path.exists() {
-                path
-            } else {
-                base.join(path)
-            }
-        })
-        .collect();
-    let mapping = ColumnMapping(spec.data.columns.clone());
-    let global_batch = spec.global_batch as usize;
-    let virtual_ranks = spec.virtual_ranks as usize;
-    let mut plan_config = PlanConfig::new(spec.seed, global_batch, virtual_ranks);
-    plan_config.partial_batch = match spec.data.partial_batch {
-        coordinator::spec::PartialBatch::Drop => PartialBatch::Drop,
-        coordinator::spec::PartialBatch::Pad => PartialBatch::Pad,
-    };
-    let dataset = Dataset::open(&paths)?;
-    let plan = Plan::new(dataset.fingerprint(), plan_config.clone())?;
-    let steps = match (spec.steps, spec.epochs) {
-        (Some(steps), _) => steps,
-        (None, Some(epochs)) => epochs * plan.steps_per_epoch(),
-        (None, None) => bail!("the job gives neither `steps` nor `epochs`"),
-    };
-    let inputs = &spec.inputs;
-    let job = TrainingJob {
-        model_kind: spec.model.kind.clone(),
-        model_config: serde_json::Value::Object(spec.model.config.clone()),
-        optimizer: optimizer_of(spec),
-        schedule: schedule_of(spec, steps),
-        seed: spec.seed,
-        virtual_ranks,
-        steps,
-        bucket_elements: CollectiveConfig::default().bucket_elements,
-        draws: DrawSettings {
-            input_scale: inputs.scale as f32,
-            noise_std: inputs.noise_std as f32,
-            mask_ratio: inputs.mask_ratio as f32,
-            view_noise_std: inputs.view_noise_std as f32,
-        },
-    };
-    Ok(PreparedJob {
-        name: spec.name.clone().unwrap_or_else(|| spec.model.kind.clone()),
-        job,
-        paths,
-        task,
-        mapping,
-        plan_config,
-        global_batch,
-        initial: spec.checkpoint.initial.as_ref().map(PathBuf::from),
-    })
+    Ok(worker::job::prepare(spec, base)?)
 }
 
 /// What a finished run measured.
@@ -193,7 +70,8 @@ impl RunSummary {
     }
 }
 
-/// Trains a prepared job with `workers` workers; `progress` sees each step.
+/// Trains a prepared job with `workers` workers of an in-process
+/// coordinator (see [`super::cluster`]); `progress` sees each step.
 pub(crate) fn train(
     prepared: &PreparedJob,
     workers: usize,
@@ -202,30 +80,26 @@ pub(crate) fn train(
     if matches!(prepared.task, Task::GraphNodes) {
         return crate::cli::graph::train(prepared, progress);
     }
-    let initial = match &prepared.initial {
-        Some(path) => Some(Arc::new(ops::checkpoint::load(path)?)),
-        None => None,
-    };
-    let open = || -> Result<(Plan, Reader), WorkerError> {
-        let dataset = Dataset::open(&prepared.paths)?;
-        let plan = Plan::new(dataset.fingerprint(), prepared.plan_config.clone())?;
-        let reader = Reader::new(dataset, prepared.task, &prepared.mapping)?;
-        Ok((plan, reader))
-    };
+    if workers == 0 || workers > prepared.job.virtual_ranks {
+        anyhow::bail!(
+            "invalid job: {workers} workers cannot host {} virtual ranks (each needs at least one)",
+            prepared.job.virtual_ranks
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("start the async runtime")?;
     let started = Instant::now();
     let mut steps = Vec::new();
-    let report = runtime.block_on(run_job(
-        prepared.job.clone(),
-        open,
-        RunOptions {
-            workers,
-            collective: CollectiveConfig::default(),
-            initial_checkpoint: initial,
-        },
+    // `--steps` may have shortened the job: the workers train the spec.
+    let mut spec = prepared.spec.clone();
+    spec.steps = Some(prepared.job.steps);
+    spec.epochs = None;
+    let report = runtime.block_on(super::cluster::train_in_process(
+        spec,
+        prepared.job.steps,
+        workers,
         |step| {
             progress(step);
             steps.push(step.clone());

@@ -8,6 +8,9 @@ pub enum WorkerError {
     /// Data read for a micro-batch cannot feed the model.
     #[error("bad model input: {reason}")]
     Input { reason: String },
+    /// The job spec is refused.
+    #[error(transparent)]
+    Spec(#[from] protocol::spec::SpecError),
     /// The job description cannot be run.
     #[error("invalid job: {reason}")]
     Job { reason: String },

@@ -6,14 +6,20 @@
 //!   and QUIC driver), broadcast and barrier.
 //! - [`replica`]: a job's training state and the pieces of one step;
 //!   [`step`] and [`inputs`] are its pure helpers.
+//! - [`job`]: a job spec turned into what a replica trains;
+//!   [`agent`]: the networked worker (`shoal worker`): registration,
+//!   heartbeats, rings re-formed on every membership change, checkpoints
+//!   uploaded to the coordinator.
 //! - [`local`]: a step with every virtual rank in one process;
 //!   [`single_node`]: a job's workers as tasks of one process over a
 //!   loopback QUIC ring.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod collective;
 pub mod error;
 pub mod inputs;
+pub mod job;
 pub mod local;
 pub mod replica;
 pub mod single_node;

@@ -40,6 +40,9 @@ pub struct TimedStep {
     pub compute: Duration,
     /// Time spent in all-reduces.
     pub all_reduce: Duration,
+    /// Norm of the mean gradient, per objective (the networked worker
+    /// fills it in; single-node runs leave it empty).
+    pub gradient_norms: Vec<(&'static str, f64)>,
 }
 
 /// The outcome of a run.
@@ -174,7 +177,7 @@ async fn form_rings(
 }
 
 /// Runs `blocking` (CPU-bound work on the replica) off the async threads.
-async fn off_thread<T: Send + 'static>(
+pub(crate) async fn off_thread<T: Send + 'static>(
     replica: Replica,
     blocking: impl FnOnce(&mut Replica) -> Result<T, WorkerError> + Send + 'static,
 ) -> Result<(Replica, T), WorkerError> {
@@ -227,6 +230,7 @@ async fn train_replica(
                 data_wait,
                 compute,
                 all_reduce,
+                gradient_norms: Vec::new(),
             });
         }
     }

@@ -2,9 +2,11 @@
 //! JSON), parsed and checked field by field.
 //!
 //! This module is pure (no clock, no file system): whether the dataset
-//! files exist is checked by the workers that read them. It depends only on
-//! serde, serde_json and toml, so it can move to a crate the worker shares if
-//! the worker needs the typed spec (today the worker receives it as JSON).
+//! files exist is checked by the workers that read them (and by the
+//! coordinator at submit when it can read them). It lives in `protocol`
+//! because both sides need the typed spec: the coordinator checks and
+//! stores it (`coordinator::spec` re-exports this module), the worker turns
+//! the spec of its assignment into a training job.
 //!
 //! The model kinds it accepts, with their hyperparameters and data inputs,
 //! are listed in [`MODEL_KINDS`]: a copy of what `models::registry::KINDS`
@@ -15,7 +17,39 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{CoordinatorError, Result};
+/// Why a spec is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The spec text is not well-formed TOML or JSON, or a field has the
+    /// wrong type; the message carries the line and column.
+    #[error("invalid job spec ({format}): {message}")]
+    Syntax {
+        /// "TOML" or "JSON".
+        format: &'static str,
+        /// The parser's message.
+        message: String,
+    },
+    /// The spec parsed but a field's value is not acceptable.
+    #[error("invalid job spec: {field}: {problem}")]
+    Invalid {
+        /// The field, as a dotted path (`optimizer.lr`).
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl SpecError {
+    fn invalid(field: impl Into<String>, problem: impl Into<String>) -> SpecError {
+        SpecError::Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Results of spec parsing and checking.
+pub type Result<T, E = SpecError> = std::result::Result<T, E>;
 
 /// A job: the model, its data, how to optimise it, and on how many workers.
 /// See `docs/notes/coordinator.md` for every field with an example.
@@ -430,18 +464,14 @@ impl JobSpec {
     /// and column; value errors name the field.
     pub fn parse(text: &str, format: SpecFormat) -> Result<JobSpec> {
         let spec: JobSpec = match format {
-            SpecFormat::Toml => {
-                toml::from_str(text).map_err(|error| CoordinatorError::SpecSyntax {
-                    format: "TOML",
-                    message: error.to_string().trim_end().to_string(),
-                })?
-            }
-            SpecFormat::Json => {
-                serde_json::from_str(text).map_err(|error| CoordinatorError::SpecSyntax {
-                    format: "JSON",
-                    message: error.to_string(),
-                })?
-            }
+            SpecFormat::Toml => toml::from_str(text).map_err(|error| SpecError::Syntax {
+                format: "TOML",
+                message: error.to_string().trim_end().to_string(),
+            })?,
+            SpecFormat::Json => serde_json::from_str(text).map_err(|error| SpecError::Syntax {
+                format: "JSON",
+                message: error.to_string(),
+            })?,
         };
         spec.validate()?;
         Ok(spec)
@@ -803,8 +833,8 @@ impl JobSpec {
     }
 }
 
-fn bad(field: impl Into<String>, problem: impl Into<String>) -> CoordinatorError {
-    CoordinatorError::invalid(field, problem)
+fn bad(field: impl Into<String>, problem: impl Into<String>) -> SpecError {
+    SpecError::invalid(field, problem)
 }
 
 fn list(names: &[&str]) -> String {
@@ -813,13 +843,13 @@ fn list(names: &[&str]) -> String {
 
 fn check_paths(field: &str, paths: &[String]) -> Result<()> {
     if paths.is_empty() {
-        return Err(CoordinatorError::invalid(
+        return Err(SpecError::invalid(
             field,
             "must list at least one Parquet file, directory or glob",
         ));
     }
     if let Some(index) = paths.iter().position(|path| path.trim().is_empty()) {
-        return Err(CoordinatorError::invalid(
+        return Err(SpecError::invalid(
             format!("{field}[{index}]"),
             "must not be empty",
         ));
@@ -830,7 +860,7 @@ fn check_paths(field: &str, paths: &[String]) -> Result<()> {
 fn check_columns(field: &str, columns: &BTreeMap<String, String>, kind: &ModelKind) -> Result<()> {
     for input in kind.required_inputs {
         if !columns.contains_key(*input) {
-            return Err(CoordinatorError::invalid(
+            return Err(SpecError::invalid(
                 format!("{field}.{input}"),
                 format!(
                     "missing: model `{}` reads {} (map each to a Parquet column)",
@@ -846,7 +876,7 @@ fn check_columns(field: &str, columns: &BTreeMap<String, String>, kind: &ModelKi
         {
             let mut known: Vec<&str> = kind.required_inputs.to_vec();
             known.extend(kind.optional_inputs);
-            return Err(CoordinatorError::invalid(
+            return Err(SpecError::invalid(
                 format!("{field}.{input}"),
                 format!(
                     "model `{}` has no input `{input}` (inputs: {})",
@@ -856,7 +886,7 @@ fn check_columns(field: &str, columns: &BTreeMap<String, String>, kind: &ModelKi
             ));
         }
         if column.trim().is_empty() {
-            return Err(CoordinatorError::invalid(
+            return Err(SpecError::invalid(
                 format!("{field}.{input}"),
                 "the column name must not be empty",
             ));
