@@ -231,7 +231,7 @@ enum Event {
     Shutdown,
     Heartbeat,
     Message(Result<Option<protocol::Frame<CoordinatorMessage>>, ProtocolError>),
-    AttemptEnded(Result<AttemptOutcome, tokio::task::JoinError>),
+    AttemptEnded(Box<Result<AttemptOutcome, tokio::task::JoinError>>),
     Retry,
 }
 
@@ -322,7 +322,7 @@ impl Agent {
                 () = shutdown.as_mut() => Event::Shutdown,
                 _ = heartbeat.tick() => Event::Heartbeat,
                 frame = reader.next() => Event::Message(frame),
-                outcome = attempt_end(&mut self.slot) => Event::AttemptEnded(outcome),
+                outcome = attempt_end(&mut self.slot) => Event::AttemptEnded(Box::new(outcome)),
                 () = sleep_until(retry_at) => Event::Retry,
             };
             match event {
@@ -352,7 +352,7 @@ impl Agent {
                     break SessionEnd::Lost("the coordinator closed the connection".to_string());
                 }
                 Event::Message(Err(error)) => break SessionEnd::Lost(error.to_string()),
-                Event::AttemptEnded(outcome) => self.attempt_ended(outcome),
+                Event::AttemptEnded(outcome) => self.attempt_ended(*outcome),
                 Event::Retry => {
                     if let Some(slot) = &mut self.slot {
                         slot.retry_at = None;
@@ -808,7 +808,7 @@ async fn attempt(context: &mut AttemptContext, replica: &mut Option<Replica>) ->
                     report_step(context, current, &step);
                     let completed = current.completed_steps();
                     if let Some(interval) = context.prepared.checkpoint_interval
-                        && completed % interval == 0
+                        && completed.is_multiple_of(interval)
                         && !current.is_finished()
                         && let Err(error) = upload_checkpoint(context, current)
                     {
