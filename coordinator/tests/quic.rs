@@ -185,7 +185,9 @@ async fn workers_join_train_report_and_leave() {
     }
     assert_eq!(coordinator.workers().len(), 1);
 
-    // A third worker joins: the job resumes from step 1, state from the first.
+    // A third worker joins: state from the first (the ring starts after the
+    // last reported step); the job has no checkpoint, so none comes with
+    // the assignment.
     let mut third = connect_and_register(
         &client,
         address,
@@ -199,10 +201,11 @@ async fn workers_join_train_report_and_leave() {
     let CoordinatorMessage::AssignJob(assignment) = next(&mut third).await else {
         panic!("an assignment first");
     };
-    assert_eq!(assignment.start_step, 1);
+    assert_eq!(assignment.start_step, 0);
     let CoordinatorMessage::RingMembership(ring) = next(&mut third).await else {
         panic!("then the ring");
     };
+    assert_eq!(ring.start_step, 2);
     assert_eq!(ring.state_source, Some(0));
     assert_eq!(ring.members[0].worker_id, first.worker_id);
     assert_eq!(ring.members[1].worker_id, third.worker_id);
