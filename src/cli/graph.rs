@@ -87,6 +87,7 @@ pub(crate) fn train(
             data_wait: if step == 0 { data_wait } else { Duration::ZERO },
             compute: compute_started.elapsed(),
             all_reduce: Duration::ZERO,
+            gradient_norms: Vec::new(),
         };
         progress(&timed);
         steps.push(timed);

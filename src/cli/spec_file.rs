@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use coordinator::CoordinatorError;
-use coordinator::spec::{JobSpec, SpecFormat};
+use coordinator::spec::{JobSpec, SpecError, SpecFormat};
 
 /// The format of a spec file: JSON when its name ends in `.json`.
 pub(crate) fn format_of(path: &Path) -> SpecFormat {
@@ -75,10 +74,10 @@ pub(crate) fn locate(
     path: &Path,
     text: &str,
     format: SpecFormat,
-    error: CoordinatorError,
+    error: SpecError,
 ) -> anyhow::Error {
     match &error {
-        CoordinatorError::InvalidSpec { field, problem } => {
+        SpecError::Invalid { field, problem } => {
             let line = match format {
                 SpecFormat::Toml => line_of_field(text, field),
                 SpecFormat::Json => text
