@@ -209,6 +209,12 @@ async fn workers_join_train_report_and_leave() {
     assert_eq!(ring.state_source, Some(0));
     assert_eq!(ring.members[0].worker_id, first.worker_id);
     assert_eq!(ring.members[1].worker_id, third.worker_id);
+    // The first worker was told to hold while the job waited below its
+    // minimum, then hears of the new ring.
+    let CoordinatorMessage::Hold { job_id, .. } = next(&mut first).await else {
+        panic!("the first worker is told to hold");
+    };
+    assert_eq!(job_id, job.0);
     let CoordinatorMessage::RingMembership(same) = next(&mut first).await else {
         panic!("the first worker hears of the new ring");
     };
