@@ -96,6 +96,9 @@ pub(crate) fn train(
     let mut spec = prepared.spec.clone();
     spec.steps = Some(prepared.job.steps);
     spec.epochs = None;
+    if let Some(warmup) = spec.schedule.warmup_steps.as_mut() {
+        *warmup = (*warmup).min(prepared.job.steps);
+    }
     let report = runtime.block_on(super::cluster::train_in_process(
         spec,
         prepared.job.steps,
