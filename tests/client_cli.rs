@@ -51,7 +51,9 @@ fn check_fails_saying(output: &Output, parts: &[&str]) {
 struct Coordinator {
     child: Child,
     url: String,
+    quic: String,
     token: String,
+    join_token: String,
 }
 
 impl Coordinator {
@@ -70,22 +72,56 @@ impl Coordinator {
         .spawn()
         .expect("shoal coordinator starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut url = None;
+        let (mut url, mut quic) = (None, None);
         for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(rest) = line.trim().strip_prefix("HTTP API:") {
                 url = rest.split_whitespace().next().map(str::to_string);
+            }
+            if let Some(rest) = line.trim().strip_prefix("workers (QUIC):") {
+                quic = rest.split_whitespace().next().map(str::to_string);
+            }
+            if url.is_some() && quic.is_some() {
                 break;
             }
         }
         // Keep reading: a closed pipe would fail the coordinator's next print.
         std::thread::spawn(move || lines.for_each(drop));
         let url = url.expect("the coordinator prints its HTTP address");
-        let token = std::fs::read_to_string(data_dir.join("api-token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Coordinator { child, url, token }
+        let quic = quic.expect("the coordinator prints its QUIC address");
+        let read = |name: &str| {
+            std::fs::read_to_string(data_dir.join(name))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        Coordinator {
+            child,
+            url,
+            quic,
+            token: read("api-token"),
+            join_token: read("join-token"),
+        }
+    }
+
+    /// A `shoal worker` of this coordinator, killed when dropped.
+    fn worker(&self) -> Worker {
+        let child = shoal_command(&[
+            "worker",
+            "--coordinator",
+            &self.quic,
+            "--join-token",
+            &self.join_token,
+            "--threads",
+            "1",
+            "--listen-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("shoal worker starts");
+        Worker(child)
     }
 
     /// `shoal ARGS` with the address and token in the environment.
@@ -95,6 +131,16 @@ impl Coordinator {
             .env("SHOAL_API_TOKEN", &self.token)
             .output()
             .unwrap()
+    }
+}
+
+/// A worker process, killed when dropped.
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -242,6 +288,70 @@ fn the_clients_of_a_running_coordinator() {
         printed.contains(&format!("job {second} submitted")),
         "{printed}"
     );
+
+    drop(coordinator);
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+#[test]
+fn a_finished_job_is_plotted_and_its_checkpoint_downloaded() {
+    let directory = scratch("finished");
+    let coordinator = Coordinator::start(&directory.join("coordinator"));
+    let _worker = coordinator.worker();
+    let data = directory.join("digits.parquet");
+    let generated = shoal(&["data", "gen", "digits", "--out", data.to_str().unwrap()]);
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    let spec = directory.join("job.toml");
+    let body = JOB
+        .replace("virtual_ranks = 2", "virtual_ranks = 1")
+        .replace(
+            "\"digits.parquet\"",
+            &format!("{:?}", data.display().to_string()),
+        );
+    std::fs::write(&spec, body).unwrap();
+    let followed = coordinator.shoal(&["submit", spec.to_str().unwrap(), "--follow"]);
+    assert!(followed.status.success(), "{}", stderr(&followed));
+    let printed = String::from_utf8_lossy(&followed.stdout).into_owned();
+    let id = printed
+        .split_whitespace()
+        .skip_while(|word| *word != "job")
+        .nth(1)
+        .expect("submit prints the job's id")
+        .to_string();
+
+    // The checkpoint: the bytes the coordinator recorded, by SHA-256.
+    let job = coordinator.shoal(&["job", &id]);
+    assert!(job.status.success(), "{}", stderr(&job));
+    let job: serde_json::Value = serde_json::from_slice(&job.stdout).unwrap();
+    assert_eq!(job["state"], "completed", "{job:#}");
+    let recorded = job["latest_checkpoint"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = directory.join("final.safetensors");
+    let downloaded = coordinator.shoal(&["checkpoint", &id, "--out", out.to_str().unwrap()]);
+    assert!(downloaded.status.success(), "{}", stderr(&downloaded));
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(worker::single_node::sha256_hex(&bytes), recorded);
+    // A safetensors file: an 8-byte header length, then JSON naming the
+    // MLP's parameters under their PyTorch names.
+    let header_length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + header_length]).unwrap();
+    assert!(header.contains("\"fc1.weight\""), "{header}");
+
+    // The plot: the loss curve as PNG and SVG, the losses only (not the
+    // learning rate or the throughput, which share the metrics history).
+    let plots = directory.join("plots");
+    let plotted = coordinator.shoal(&["plot", &id, "--out", plots.to_str().unwrap()]);
+    assert!(plotted.status.success(), "{}", stderr(&plotted));
+    let png = std::fs::read(plots.join(format!("job-{id}-loss.png"))).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG file");
+    let svg = std::fs::read_to_string(plots.join(format!("job-{id}-loss.svg"))).unwrap();
+    let labels: Vec<&str> = svg.lines().map(str::trim).collect();
+    assert!(labels.contains(&"loss"), "the loss series is named");
+    for other in ["samples_per_second", "lr", "compute_seconds", "grad_norm"] {
+        assert!(!labels.contains(&other), "{other} is not a loss");
+    }
 
     drop(coordinator);
     let _ = std::fs::remove_dir_all(&directory);

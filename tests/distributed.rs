@@ -1,7 +1,8 @@
 //! The distributed runtime with real processes: `shoal coordinator` and
 //! `shoal worker`s on loopback. A job completes on two workers; a fourth
 //! worker joins a running job and one is killed with SIGKILL; a job below
-//! `min_workers` waits and resumes; the coordinator is killed and restarted
+//! `min_workers` waits and resumes; a worker stopped with SIGTERM leaves
+//! cleanly (exit status 0) and the job goes on without it; the coordinator is killed and restarted
 //! mid-job. Every job's final checkpoint (downloaded from the coordinator)
 //! has the SHA-256 of `shoal run --workers 1` of the same spec.
 //!
@@ -48,6 +49,27 @@ impl Process {
     fn kill(&mut self) {
         self.0.kill().expect("SIGKILL the process");
         self.0.wait().expect("reap the process");
+    }
+
+    /// Sends SIGTERM and waits for the process to exit (a bounded wait:
+    /// a process that ignores SIGTERM fails the test instead of hanging it).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().expect("poll the process") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < LIMIT,
+                "the process did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -344,6 +366,69 @@ fn a_joining_worker_and_a_killed_one_leave_the_checkpoint_unchanged() {
         "{job:#}"
     );
     let transitions = job["transitions"].to_string();
+    assert_eq!(
+        downloaded_checkpoint_sha256(&coordinator, id),
+        expected,
+        "{transitions}"
+    );
+}
+
+#[test]
+fn a_worker_stopped_with_sigterm_leaves_cleanly_and_the_job_goes_on() {
+    let directory = scratch("sigterm");
+    let spec = job_spec(&directory, 60, 3, "min = 2");
+    let expected = single_worker_sha256(&directory, &spec);
+    let coordinator = start_coordinator(&directory.join("coordinator"), "127.0.0.1:0");
+    let mut workers = vec![
+        start_worker(&coordinator, "a"),
+        start_worker(&coordinator, "b"),
+        start_worker(&coordinator, "c"),
+    ];
+    let id = submit(&coordinator, &spec);
+    let stop_at = random_step(2..30);
+    let job = wait_for(&coordinator, id, "progress on three workers", |job| {
+        (last_step(job) >= stop_at && job["workers"].as_array().map_or(0, Vec::len) == 3)
+            || completed(job)
+    });
+    assert!(!completed(&job), "the job ended before the stop: {job:#}");
+    let status = workers[2].terminate();
+    assert!(
+        status.success(),
+        "a worker stopped by SIGTERM exits 0: {status}"
+    );
+    // The coordinator sees the leave (the connection closed in order) and
+    // forgets the worker; the job carries on with the other two.
+    let runtime = runtime();
+    let listed = wait_for(&coordinator, id, "the job on two workers", |job| {
+        job["workers"].as_array().map_or(0, Vec::len) == 2 || completed(job)
+    });
+    let started = Instant::now();
+    loop {
+        let listed_workers = runtime
+            .block_on(client(&coordinator).workers())
+            .expect("list the workers");
+        let names: Vec<&str> = listed_workers["workers"]
+            .as_array()
+            .expect("a list of workers")
+            .iter()
+            .filter_map(|worker| worker["name"].as_str())
+            .collect();
+        if !names.contains(&"c") {
+            assert_eq!(names.len(), 2, "{listed_workers:#}");
+            break;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "the stopped worker is still registered: {listed_workers:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let job = wait_for(&coordinator, id, "completion", completed);
+    let transitions = job["transitions"].to_string();
+    assert!(
+        !transitions.contains("failed"),
+        "a clean leave fails nothing: {transitions}; {listed:#}"
+    );
     assert_eq!(
         downloaded_checkpoint_sha256(&coordinator, id),
         expected,

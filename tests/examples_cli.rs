@@ -51,6 +51,22 @@ fn every_example_runs_on_generated_data_and_writes_its_report() {
             &shoal(&directory, &["data", "gen", task, "--out", &out]),
         );
     }
+    // The held-out digits of the MLP example's evaluation.
+    check_succeeded(
+        "shoal data gen digits --skip 1500",
+        &shoal(
+            &directory,
+            &[
+                "data",
+                "gen",
+                "digits",
+                "--skip",
+                "1500",
+                "--out",
+                "data/digits-test.parquet",
+            ],
+        ),
+    );
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jobs");
     let mut specs: Vec<PathBuf> = std::fs::read_dir(&examples)
         .unwrap()

@@ -467,9 +467,51 @@ impl Coordinator {
 /// When the coordinator can read the dataset's footers itself (the same
 /// paths as the workers: a shared volume, or the single-node mode), every
 /// mapped column must be in it; otherwise the workers check, and a job
-/// whose data they cannot read fails with the dataset's error.
+/// whose data they cannot read fails with the dataset's error. The same
+/// holds for the `[evaluation]` data and its mapping.
 pub fn check_dataset_columns(spec: &JobSpec) -> Result<()> {
-    let dataset = match datasets::Dataset::open(&spec.data.paths) {
+    let graph = spec.model.kind == "gcn";
+    check_table_columns(&spec.data.paths, &spec.data.columns, "data.columns", graph)?;
+    if let Some(evaluation) = &spec.evaluation {
+        let columns = evaluation.columns.as_ref().unwrap_or(&spec.data.columns);
+        check_table_columns(&evaluation.paths, columns, "evaluation.columns", graph)?;
+    }
+    Ok(())
+}
+
+/// A graph's edge columns (`src`, `dst`) are in its edge table
+/// `STEM.edges.parquet`, beside the node table; the rest in the nodes.
+fn check_table_columns(
+    paths: &[String],
+    mapping: &std::collections::BTreeMap<String, String>,
+    field: &str,
+    graph: bool,
+) -> Result<()> {
+    if !graph {
+        return check_columns(paths, mapping, field);
+    }
+    let (edges, nodes): (std::collections::BTreeMap<_, _>, _) = mapping
+        .clone()
+        .into_iter()
+        .partition(|(input, _)| input == "src" || input == "dst");
+    check_columns(paths, &nodes, field)?;
+    let edge_paths: Vec<String> = paths
+        .iter()
+        .map(|path| {
+            datasets::generate::sibling_path(Path::new(path), "edges")
+                .display()
+                .to_string()
+        })
+        .collect();
+    check_columns(&edge_paths, &edges, field)
+}
+
+fn check_columns(
+    paths: &[String],
+    mapping: &std::collections::BTreeMap<String, String>,
+    field: &str,
+) -> Result<()> {
+    let dataset = match datasets::Dataset::open(paths) {
         Ok(dataset) => dataset,
         Err(error) => {
             tracing::debug!(%error, "the coordinator cannot read the dataset: the workers will check it");
@@ -482,10 +524,10 @@ pub fn check_dataset_columns(spec: &JobSpec) -> Result<()> {
         .iter()
         .map(|field| field.split(':').next().unwrap_or(field).trim())
         .collect();
-    for (input, column) in &spec.data.columns {
+    for (input, column) in mapping {
         if !columns.contains(&column.as_str()) {
             return Err(CoordinatorError::InvalidSpec {
-                field: format!("data.columns.{input}"),
+                field: format!("{field}.{input}"),
                 problem: format!(
                     "the dataset has no column `{column}` (its columns: {})",
                     columns.join(", ")

@@ -65,6 +65,10 @@ pub struct GeneratorOptions {
     pub vocab: Option<usize>,
     /// Number of data tokens (selective-copy, copy-memory).
     pub data_tokens: Option<usize>,
+    /// Rows of the bundled digits to skip before the first one written
+    /// (digits only): `rows = 1500` for training and `skip = 1500` for
+    /// the 297 held-out images make a train/test split.
+    pub skip: u64,
 }
 
 /// One generated table and where it goes.
@@ -132,7 +136,12 @@ impl Generator {
 
     /// Generates the tables in memory.
     pub fn generate(&self, options: &GeneratorOptions) -> Result<Vec<GeneratedTable>> {
-        let rows = options.rows.unwrap_or(self.default_rows());
+        if options.skip > 0 && *self != Generator::Digits {
+            return Err(self.bad("--skip applies to digits only".into()));
+        }
+        let rows = options
+            .rows
+            .unwrap_or(self.default_rows().saturating_sub(options.skip));
         if rows == 0 {
             return Err(self.bad("--rows must be at least 1".into()));
         }
@@ -150,7 +159,7 @@ impl Generator {
             Generator::CopyMemory => self.sequences(rows, seed, options, 256, 10, 10, copy_memory),
             Generator::GaussianRing => Ok(vec![gaussian_ring(rows, seed)]),
             Generator::SbmGraph => sbm_graph(rows, seed).map_err(|message| self.bad(message)),
-            Generator::Digits => digits(rows).map(|table| vec![table]),
+            Generator::Digits => digits(rows, options.skip).map(|table| vec![table]),
         }
     }
 
@@ -252,7 +261,9 @@ impl Generator {
     /// Generates and writes the tables: the main one at `out`, an edge table
     /// (sbm-graph) at `STEM.edges.parquet` beside it. Returns the paths written.
     pub fn write(&self, options: &GeneratorOptions, out: &Path) -> Result<Vec<PathBuf>> {
-        if *self == Generator::Digits && options.rows.is_none_or(|rows| rows == self.default_rows())
+        if *self == Generator::Digits
+            && options.skip == 0
+            && options.rows.is_none_or(|rows| rows == self.default_rows())
         {
             write_bytes(out, DIGITS_PARQUET)?;
             return Ok(vec![out.to_path_buf()]);
@@ -521,7 +532,7 @@ fn sbm_graph(nodes: usize, seed: u64) -> std::result::Result<Vec<GeneratedTable>
 }
 
 /// The first `rows` bundled digits.
-fn digits(rows: usize) -> Result<GeneratedTable> {
+fn digits(rows: usize, skip: u64) -> Result<GeneratedTable> {
     let bad = |message: String| DatasetError::BadGeneratorParameters {
         task: "digits".into(),
         message,
@@ -538,15 +549,16 @@ fn digits(rows: usize) -> Result<GeneratedTable> {
         .map(|batch| batch.schema())
         .ok_or_else(|| bad("bundled file is empty".into()))?;
     let batch = arrow_select_concat(&schema, &batches).map_err(bad)?;
-    if rows > batch.num_rows() {
+    let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+    if skip.saturating_add(rows) > batch.num_rows() {
         return Err(bad(format!(
-            "only {} digits are bundled, asked for {rows}",
+            "only {} digits are bundled, asked for {rows} after skipping {skip}",
             batch.num_rows()
         )));
     }
     Ok(GeneratedTable {
         role: None,
-        batch: batch.slice(0, rows),
+        batch: batch.slice(skip, rows),
         rows_per_group: 256,
     })
 }

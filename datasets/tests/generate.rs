@@ -102,6 +102,7 @@ fn selective_copy_targets_are_the_data_tokens_in_order() {
         length: Some(12),
         vocab: Some(5),
         data_tokens: Some(4),
+        skip: 0,
     };
     let path = directory.path().join("custom.parquet");
     Generator::SelectiveCopy.write(&custom, &path).unwrap();
@@ -256,6 +257,34 @@ fn digits_are_bundled() {
         full_reader.read_samples(&[0, 299]).unwrap().floats
     );
     assert!(Generator::Digits.write(&options(5000, 0), &small).is_err());
+
+    // A held-out suffix: `skip` rows dropped, the rest by default.
+    let held_out = directory.path().join("held-out.parquet");
+    let skip_1500 = GeneratorOptions {
+        skip: 1500,
+        ..GeneratorOptions::default()
+    };
+    Generator::Digits.write(&skip_1500, &held_out).unwrap();
+    let suffix = Dataset::open(&[&held_out]).unwrap();
+    assert_eq!(suffix.samples(), 297);
+    let mut suffix_reader = Reader::new(suffix, Task::Classify, &ColumnMapping::new()).unwrap();
+    assert_eq!(
+        suffix_reader.read_samples(&[0, 296]).unwrap().floats,
+        full_reader.read_samples(&[1500, 1796]).unwrap().floats
+    );
+    let too_far = GeneratorOptions {
+        rows: Some(298),
+        ..skip_1500.clone()
+    };
+    assert!(Generator::Digits.write(&too_far, &small).is_err());
+    let not_digits = GeneratorOptions {
+        skip: 1,
+        ..options(10, 0)
+    };
+    let error = Generator::GaussianRing
+        .write(&not_digits, &small)
+        .unwrap_err();
+    assert!(error.to_string().contains("digits only"), "{error}");
 }
 
 #[test]

@@ -402,7 +402,9 @@ pub(crate) fn checkpoint(args: CheckpointArgs) -> anyhow::Result<()> {
 }
 
 /// `shoal plot ID`: the job's loss curves from the coordinator's metrics
-/// history, as PNG and SVG.
+/// history, as PNG and SVG: every value named `loss` or `..._loss` (the
+/// objectives' losses and the evaluation scores), not the learning rate,
+/// gradient norms or timings the history also holds.
 pub(crate) fn plot(args: PlotArgs) -> anyhow::Result<()> {
     let id = JobId(args.id);
     let (job, metrics) = call(&args.client, async |client| {
@@ -416,8 +418,9 @@ pub(crate) fn plot(args: PlotArgs) -> anyhow::Result<()> {
             let values = step["values"]
                 .as_object()?
                 .iter()
+                .filter(|(name, _)| name.as_str() == "loss" || name.ends_with("_loss"))
                 .filter_map(|(name, value)| Some((name.clone(), value.as_f64()? as f32)))
-                .collect();
+                .collect::<Vec<_>>();
             Some((step["step"].as_u64()?, values))
         })
         .collect();

@@ -31,6 +31,10 @@ pub(crate) enum DataCommand {
         /// Number of data tokens (selective-copy, copy-memory).
         #[arg(long)]
         data_tokens: Option<usize>,
+        /// Rows to skip first (digits only): `--rows 1500` and `--skip 1500`
+        /// make a training set and a held-out set.
+        #[arg(long, default_value_t = 0)]
+        skip: u64,
     },
     /// Print the schema, row groups, row count, fingerprint and the tasks
     /// the columns fit, of the dataset made of FILE... (files, directories, globs).
@@ -51,6 +55,7 @@ pub(crate) fn run(command: DataCommand) -> anyhow::Result<()> {
             length,
             vocab,
             data_tokens,
+            skip,
         } => {
             let generator = Generator::from_name(&task)?;
             let options = GeneratorOptions {
@@ -59,6 +64,7 @@ pub(crate) fn run(command: DataCommand) -> anyhow::Result<()> {
                 length,
                 vocab,
                 data_tokens,
+                skip,
             };
             if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)

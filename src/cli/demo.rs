@@ -1,7 +1,8 @@
 //! `shoal demo`: the embedded default. With no data of the user's, it
 //! generates its datasets, trains a few models of the zoo back to back in
-//! single-node mode (2 workers over a loopback QUIC ring by default; the
-//! GCN's one graph is a full batch in this process), shows their progress,
+//! single-node mode (2 workers over a loopback QUIC ring by default; each
+//! GCN worker reads the whole graph and scores its ranks' share of the
+//! training nodes), shows their progress,
 //! prints a summary table (model, task, final metric, the published
 //! reference where there is one, throughput) and writes a report folder:
 //! loss curves (PNG, SVG), VAE and GAN sample grids, metrics, checkpoints.
@@ -149,6 +150,10 @@ config = { d_in = 16, d_hidden = 32, n_classes = 4 }
 [data]
 paths = ["{data}/sbm-graph.parquet"]
 columns = { x = "x", src = "src", dst = "dst", label = "label", train_mask = "train_mask" }
+[evaluation]
+# The same graph: evaluation scores the nodes outside the training mask.
+paths = ["{data}/sbm-graph.parquet"]
+interval_steps = 50
 [optimizer]
 kind = "adamw"
 lr = 1e-2
@@ -175,6 +180,7 @@ fn generate_data(data: &Path) -> anyhow::Result<()> {
         length: Some(64),
         vocab: Some(16),
         data_tokens: Some(8),
+        skip: 0,
     };
     write(Generator::SelectiveCopy, "selective-copy", copying(4096, 2))?;
     write(
@@ -297,12 +303,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         let total = prepared.job.steps;
         let graph = matches!(prepared.task, Task::GraphNodes);
-        let where_ = if graph {
-            "full batch, 1 process".to_string()
-        } else {
-            format!("{} workers", args.workers)
-        };
-        eprintln!("\n{} ({total} steps, {where_})", demo.title);
+        eprintln!("\n{} ({total} steps, {} workers)", demo.title, args.workers);
         let mut progress = Progress::new(
             &prepared.name,
             total,

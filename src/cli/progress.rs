@@ -122,6 +122,22 @@ impl Progress {
                 }
             }
         }
+        if !step.evaluation.is_empty() {
+            let scores: Vec<String> = step
+                .evaluation
+                .iter()
+                .map(|(name, value)| format!("{name} {value:.4}"))
+                .collect();
+            let line = format!(
+                "step {done:>6}/{}  evaluation: {}",
+                self.total,
+                scores.join("  ")
+            );
+            match &self.display {
+                Display::Bar(bar) => bar.println(line),
+                Display::Lines { .. } => eprintln!("{line}"),
+            }
+        }
     }
 
     /// Ends the display; returns the wall time since the start.

@@ -296,6 +296,11 @@ pub(crate) fn write_report(
                     .losses
                     .iter()
                     .map(|(name, value)| (name.to_string(), *value))
+                    .chain(
+                        s.evaluation
+                            .iter()
+                            .map(|(name, value)| (name.clone(), *value as f32)),
+                    )
                     .collect(),
             )
         })

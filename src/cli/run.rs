@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use coordinator::spec::JobSpec;
-use datasets::Task;
 use worker::single_node::{RunReport, TimedStep};
 
 use crate::cli::progress::Progress;
@@ -77,9 +76,6 @@ pub(crate) fn train(
     workers: usize,
     mut progress: impl FnMut(&TimedStep),
 ) -> anyhow::Result<RunSummary> {
-    if matches!(prepared.task, Task::GraphNodes) {
-        return crate::cli::graph::train(prepared, progress);
-    }
     if workers == 0 || workers > prepared.job.virtual_ranks {
         anyhow::bail!(
             "invalid job: {workers} workers cannot host {} virtual ranks (each needs at least one)",
@@ -130,10 +126,16 @@ pub(crate) fn write_outputs(
         .iter()
         .map(|s| {
             let losses: BTreeMap<&str, f32> = s.report.losses.iter().copied().collect();
+            let evaluation: BTreeMap<&str, f64> = s
+                .evaluation
+                .iter()
+                .map(|(name, value)| (name.as_str(), *value))
+                .collect();
             serde_json::json!({
                 "step": s.report.step,
                 "lr": s.report.lr,
                 "losses": losses,
+                "evaluation": evaluation,
                 "data_wait_ms": s.data_wait.as_secs_f64() * 1e3,
                 "compute_ms": s.compute.as_secs_f64() * 1e3,
                 "all_reduce_ms": s.all_reduce.as_secs_f64() * 1e3,

@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 
 use crate::WorkerError;
 use crate::collective::{CollectiveConfig, Ring, RingMemberAddress, RingSpec};
+use crate::evaluation::Evaluator;
 use crate::job::{PreparedJob, prepare};
 use crate::local::StepReport;
 use crate::replica::Replica;
@@ -463,19 +464,7 @@ impl Agent {
         };
         let prepared = JobSpec::parse(&assignment.spec, format)
             .map_err(WorkerError::from)
-            .and_then(|spec| prepare(&spec, &self.config.base))
-            .and_then(|prepared| {
-                if matches!(prepared.task, datasets::Task::GraphNodes) {
-                    Err(WorkerError::Job {
-                        reason: format!(
-                            "model `{}` trains on one whole graph, which data-parallel runs do not split into micro-batches yet (use `shoal run`)",
-                            prepared.job.model_kind
-                        ),
-                    })
-                } else {
-                    Ok(prepared)
-                }
-            });
+            .and_then(|spec| prepare(&spec, &self.config.base));
         match prepared {
             Ok(prepared) => {
                 tracing::info!(job = job_id, name = %prepared.name, "job assigned");
@@ -534,6 +523,7 @@ impl Agent {
             outbox: self.outbox.clone(),
             steps: self.steps.clone(),
             cancelled,
+            evaluator: None,
         };
         slot.attempt = Some(RunningAttempt {
             cancel,
@@ -597,6 +587,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 struct AttemptContext {
+    /// The job's evaluation data, opened at its first evaluation.
+    evaluator: Option<Evaluator>,
     job_id: u64,
     worker_id: u64,
     prepared: Arc<PreparedJob>,
@@ -640,19 +632,11 @@ async fn run_attempt(mut context: AttemptContext) -> AttemptOutcome {
 /// A fresh replica of the job: the dataset opened, the model initialized
 /// from the seed (and from the spec's initial checkpoint, if any).
 async fn fresh_replica(prepared: Arc<PreparedJob>) -> Result<Replica, WorkerError> {
-    tokio::task::spawn_blocking(move || {
-        let (plan, reader) = prepared.open_data()?;
-        let mut replica = Replica::new(prepared.job.clone(), plan, reader)?;
-        if let Some(initial) = &prepared.initial {
-            let file = ops::checkpoint::load(initial)?;
-            replica.restore(&file, "the initial checkpoint")?;
-        }
-        Ok(replica)
-    })
-    .await
-    .map_err(|error| WorkerError::Job {
-        reason: format!("a setup task failed: {error}"),
-    })?
+    tokio::task::spawn_blocking(move || prepared.open_replica())
+        .await
+        .map_err(|error| WorkerError::Job {
+            reason: format!("a setup task failed: {error}"),
+        })?
 }
 
 fn failed(error: WorkerError) -> AttemptEnd {
@@ -802,7 +786,13 @@ async fn attempt(context: &mut AttemptContext, replica: &mut Option<Replica>) ->
             return AttemptEnd::Cancelled;
         }
         match train_step(context, &mut ring, replica).await {
-            StepEnd::Done(step) => {
+            StepEnd::Done(mut step) => {
+                if me == 0 {
+                    match evaluate_if_due(context, replica).await {
+                        Ok(scores) => step.evaluation = scores,
+                        Err(error) => return failed(error),
+                    }
+                }
                 let current = replica.as_ref().expect("the step hands the replica back");
                 if me == 0 {
                     report_step(context, current, &step);
@@ -837,6 +827,44 @@ async fn attempt(context: &mut AttemptContext, replica: &mut Option<Replica>) ->
     // Finish the streams so the neighbours see an orderly end.
     let _ = unless_cancelled(&mut context.cancelled, ring.shutdown()).await;
     AttemptEnd::Completed
+}
+
+/// The evaluation scores after the step just completed, when the job's
+/// `[evaluation]` is due (else none). The replica is lent to a blocking
+/// thread and handed back, unless the evaluation fails.
+async fn evaluate_if_due(
+    context: &mut AttemptContext,
+    slot: &mut Option<Replica>,
+) -> Result<Vec<(String, f64)>, WorkerError> {
+    let due = context
+        .prepared
+        .evaluation
+        .as_ref()
+        .is_some_and(|settings| {
+            slot.as_ref().is_some_and(|replica| {
+                settings.is_due(replica.completed_steps(), replica.job().steps)
+            })
+        });
+    if !due {
+        return Ok(Vec::new());
+    }
+    let replica = slot.take().expect("a replica to evaluate");
+    let prepared = context.prepared.clone();
+    let evaluator = context.evaluator.take();
+    let (back, (evaluator, scores)) = off_thread(replica, move |replica| {
+        let mut evaluator = match evaluator {
+            Some(evaluator) => evaluator,
+            None => Evaluator::open(&prepared)?.ok_or_else(|| WorkerError::Job {
+                reason: "evaluation is due but the job has no [evaluation]".to_string(),
+            })?,
+        };
+        let scores = evaluator.evaluate(replica.model(), &prepared)?;
+        Ok((evaluator, scores))
+    })
+    .await?;
+    *slot = Some(back);
+    context.evaluator = Some(evaluator);
+    Ok(scores)
 }
 
 enum StepEnd {
@@ -936,6 +964,7 @@ async fn train_step(
         compute,
         all_reduce,
         gradient_norms,
+        evaluation: Vec::new(),
     })
 }
 
@@ -956,6 +985,7 @@ fn report_step(context: &AttemptContext, replica: &Replica, step: &TimedStep) {
         };
         values.push((key, *norm));
     }
+    values.extend(step.evaluation.iter().cloned());
     values.extend([
         ("lr".to_string(), step.report.lr),
         (

@@ -10,8 +10,9 @@ use protocol::spec::{self, JobSpec, OptimizerKind, ScheduleKind};
 
 use crate::WorkerError;
 use crate::collective::CollectiveConfig;
+use crate::evaluation::EvaluationSettings;
 use crate::inputs::DrawSettings;
-use crate::replica::TrainingJob;
+use crate::replica::{Replica, TrainingJob};
 
 /// Everything a worker needs to train a spec.
 #[derive(Clone, Debug)]
@@ -34,6 +35,8 @@ pub struct PreparedJob {
     pub initial: Option<PathBuf>,
     /// Write a checkpoint every this many steps (and always at the end).
     pub checkpoint_interval: Option<u64>,
+    /// Held-out data scored during training (`[evaluation]`).
+    pub evaluation: Option<EvaluationSettings>,
     /// The spec, with its data paths resolved.
     pub spec: JobSpec,
 }
@@ -46,6 +49,22 @@ impl PreparedJob {
         let reader = Reader::new(dataset, self.task, &self.mapping)?;
         Ok((plan, reader))
     }
+
+    /// A fresh replica of the job: the dataset opened (a graph job's graph
+    /// read whole), the model initialized from the seed, then from the
+    /// spec's initial checkpoint if it has one.
+    pub fn open_replica(&self) -> Result<Replica, WorkerError> {
+        let (plan, reader) = self.open_data()?;
+        let mut replica = Replica::new(self.job.clone(), plan, reader)?;
+        if matches!(self.task, Task::GraphNodes) {
+            replica = replica.with_graph(&crate::graph::graph_batch(self)?)?;
+        }
+        if let Some(initial) = &self.initial {
+            let file = ops::checkpoint::load(initial)?;
+            replica.restore(&file, "the initial checkpoint")?;
+        }
+        Ok(replica)
+    }
 }
 
 /// The dataset task that feeds a model kind.
@@ -54,8 +73,8 @@ pub fn task_of(kind: &str) -> Result<Task, WorkerError> {
         "mlp" => Task::Classify,
         "lstm" | "gru" | "qrnn" | "s4d" | "mamba" => Task::Sequence,
         "autoencoder" | "vae" | "gan" | "mae" | "barlow_twins" => Task::Vectors,
-        // One whole graph per step: `shoal run` trains it full batch in one
-        // process; networked workers refuse it (see `agent`).
+        // One whole graph, its training nodes dealt to the virtual ranks
+        // (see `graph`).
         "gcn" => Task::GraphNodes,
         other => {
             return Err(WorkerError::Job {
@@ -115,19 +134,33 @@ pub fn schedule_of(spec: &JobSpec, total_steps: u64) -> LearningRateSchedule {
 pub fn prepare(spec: &JobSpec, base: &Path) -> Result<PreparedJob, WorkerError> {
     spec.validate()?;
     let task = task_of(&spec.model.kind)?;
-    let paths: Vec<PathBuf> = spec
-        .data
-        .paths
-        .iter()
-        .map(|p| {
-            let path = PathBuf::from(p);
-            if path.is_absolute() || path.exists() {
-                path
-            } else {
-                base.join(path)
-            }
-        })
-        .collect();
+    let resolve = |inputs: &[String]| -> Vec<PathBuf> {
+        inputs
+            .iter()
+            .map(|p| {
+                let path = PathBuf::from(p);
+                if path.is_absolute() || path.exists() {
+                    path
+                } else {
+                    base.join(path)
+                }
+            })
+            .collect()
+    };
+    let paths = resolve(&spec.data.paths);
+    let evaluation = spec
+        .evaluation
+        .as_ref()
+        .map(|evaluation| EvaluationSettings {
+            paths: resolve(&evaluation.paths),
+            mapping: ColumnMapping(
+                evaluation
+                    .columns
+                    .clone()
+                    .unwrap_or_else(|| spec.data.columns.clone()),
+            ),
+            interval_steps: evaluation.interval_steps,
+        });
     let mapping = ColumnMapping(spec.data.columns.clone());
     let global_batch = spec.global_batch as usize;
     let virtual_ranks = spec.virtual_ranks as usize;
@@ -137,6 +170,9 @@ pub fn prepare(spec: &JobSpec, base: &Path) -> Result<PreparedJob, WorkerError> 
         spec::PartialBatch::Pad => PartialBatch::Pad,
     };
     let dataset = Dataset::open(&paths)?;
+    if let Some(settings) = &evaluation {
+        Dataset::open(&settings.paths)?;
+    }
     let plan = Plan::new(dataset.fingerprint(), plan_config.clone())?;
     let steps = match (spec.steps, spec.epochs) {
         (Some(steps), _) => steps,
@@ -152,6 +188,13 @@ pub fn prepare(spec: &JobSpec, base: &Path) -> Result<PreparedJob, WorkerError> 
         .iter()
         .map(|path| path.display().to_string())
         .collect();
+    if let (Some(resolved), Some(settings)) = (&mut resolved.evaluation, &evaluation) {
+        resolved.paths = settings
+            .paths
+            .iter()
+            .map(|path| path.display().to_string())
+            .collect();
+    }
     let inputs = &spec.inputs;
     let job = TrainingJob {
         model_kind: spec.model.kind.clone(),
@@ -182,6 +225,7 @@ pub fn prepare(spec: &JobSpec, base: &Path) -> Result<PreparedJob, WorkerError> 
             .checkpoint
             .interval_steps
             .filter(|interval| *interval > 0),
+        evaluation,
         spec: resolved,
     })
 }

@@ -6,6 +6,9 @@
 //!   and QUIC driver), broadcast and barrier.
 //! - [`replica`]: a job's training state and the pieces of one step;
 //!   [`step`] and [`inputs`] are its pure helpers.
+//! - [`evaluation`]: a job's held-out data scored during training.
+//! - [`graph`]: graph jobs, whose one graph every virtual rank reads,
+//!   with the training nodes dealt to the ranks.
 //! - [`job`]: a job spec turned into what a replica trains;
 //!   [`agent`]: the networked worker (`shoal worker`): registration,
 //!   heartbeats, rings re-formed on every membership change, checkpoints
@@ -18,6 +21,8 @@
 pub mod agent;
 pub mod collective;
 pub mod error;
+pub mod evaluation;
+pub mod graph;
 pub mod inputs;
 pub mod job;
 pub mod local;

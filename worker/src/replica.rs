@@ -19,6 +19,7 @@ use ops::checkpoint::{self, TensorFile};
 use ops::optim::{LearningRateSchedule, OptimizerConfig};
 
 use crate::WorkerError;
+use crate::graph::RankedGraph;
 use crate::inputs::{DrawSettings, model_batch};
 use crate::step::{mean_gradients, rank_gradients};
 
@@ -55,6 +56,9 @@ pub struct Replica {
     cursor: DataCursor,
     completed_steps: u64,
     batches: Vec<Batch>,
+    /// A graph job's graph, dealt to the virtual ranks (see
+    /// [`crate::graph`]); `None` for jobs that read samples.
+    graph: Option<RankedGraph>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -91,7 +95,15 @@ impl Replica {
             cursor: DataCursor::default(),
             completed_steps: 0,
             batches: Vec::new(),
+            graph: None,
         })
+    }
+
+    /// A replica of a graph job: every step trains on `graph`, whose
+    /// training nodes are dealt to the virtual ranks (see [`crate::graph`]).
+    pub fn with_graph(mut self, graph: &Batch) -> Result<Replica, WorkerError> {
+        self.graph = Some(RankedGraph::new(graph, self.job.virtual_ranks)?);
+        Ok(self)
     }
 
     /// The job.
@@ -138,6 +150,10 @@ impl Replica {
     /// and draws their random inputs. Call once per step, before
     /// [`Replica::gradients`].
     pub fn load_micro_batches(&mut self, ranks: Range<usize>) -> Result<(), WorkerError> {
+        if let Some(graph) = &self.graph {
+            self.batches = ranks.map(|rank| graph.rank_batch(rank).clone()).collect();
+            return Ok(());
+        }
         let micro_batches = self.plan.micro_batches(self.cursor, ranks)?;
         let mut batches = Vec::with_capacity(micro_batches.len());
         for micro_batch in micro_batches {

@@ -43,6 +43,9 @@ pub struct TimedStep {
     /// Norm of the mean gradient, per objective (the networked worker
     /// fills it in; single-node runs leave it empty).
     pub gradient_norms: Vec<(&'static str, f64)>,
+    /// The evaluation scores after this step (`eval_loss`, ...), when the
+    /// job's `[evaluation]` was due (the networked worker fills it in).
+    pub evaluation: Vec<(String, f64)>,
 }
 
 /// The outcome of a run.
@@ -231,6 +234,7 @@ async fn train_replica(
                 compute,
                 all_reduce,
                 gradient_norms: Vec::new(),
+                evaluation: Vec::new(),
             });
         }
     }

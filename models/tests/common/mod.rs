@@ -179,6 +179,7 @@ pub fn selective_copy(rows: usize, seed: u64, length: usize) -> (IndexTensor, In
             length: Some(length),
             vocab: Some(COPY_VOCAB),
             data_tokens: Some(COPY_DATA_TOKENS),
+            skip: 0,
         })
         .unwrap();
     let batch = &tables[0].batch;
