@@ -379,7 +379,7 @@ fn a_worker_stopped_with_sigterm_leaves_cleanly_and_the_job_goes_on() {
     let spec = job_spec(&directory, 60, 3, "min = 2");
     let expected = single_worker_sha256(&directory, &spec);
     let coordinator = start_coordinator(&directory.join("coordinator"), "127.0.0.1:0");
-    let mut workers = vec![
+    let mut workers = [
         start_worker(&coordinator, "a"),
         start_worker(&coordinator, "b"),
         start_worker(&coordinator, "c"),
