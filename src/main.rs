@@ -64,6 +64,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Datasets, initial checkpoints and outputs may be object-store URLs
+    // (`s3://bucket/prefix/`) everywhere: the CLI, the coordinator's
+    // planning and the workers' reading all open data through `datasets`.
+    storage::register();
     match cli.command {
         Command::Bench(command) => cli::bench::run(command),
         Command::Data(command) => cli::data::run(command),

@@ -288,6 +288,32 @@ pub fn read_whole(source: &dyn ObjectSource, key: &str) -> std::io::Result<Vec<u
     Ok(bytes)
 }
 
+/// Reads every byte of the object at `url` through the registered
+/// [`StoreOpener`] (checkpoints given as URLs); the errors name the URL.
+pub fn read_url(url: &str) -> std::io::Result<Vec<u8>> {
+    let (source, key) = open_url(url)?;
+    read_whole(source.as_ref(), &key)
+}
+
+/// The size of the object at `url`, through the registered [`StoreOpener`]:
+/// a cheap check that it exists and can be reached.
+pub fn url_size(url: &str) -> std::io::Result<u64> {
+    let (source, key) = open_url(url)?;
+    source.size(&key)
+}
+
+fn open_url(url: &str) -> std::io::Result<(Arc<dyn ObjectSource>, String)> {
+    let opener = store_opener().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!(
+                "{url}: object-store URLs need a store opener (the storage crate registers one)"
+            ),
+        )
+    })?;
+    opener(url)
+}
+
 /// Expands keys, prefixes and glob patterns of one store into the ordered
 /// list of Parquet objects, the way local paths are expanded: a key ending
 /// in `/` (or naming no object but a prefix) is a directory searched for

@@ -83,9 +83,11 @@ pub(crate) struct SubmitArgs {
 pub(crate) struct CheckpointArgs {
     /// The job's id.
     id: u64,
-    /// Where to write the latest checkpoint (safetensors).
+    /// Where to write the latest checkpoint (safetensors): a local path or
+    /// an object-store URL (`s3://bucket/key.safetensors`), written
+    /// atomically.
     #[arg(long)]
-    out: PathBuf,
+    out: String,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -387,16 +389,11 @@ fn follow(args: &ClientArgs, id: JobId, json: bool) -> anyhow::Result<()> {
 pub(crate) fn checkpoint(args: CheckpointArgs) -> anyhow::Result<()> {
     let id = JobId(args.id);
     let bytes = call(&args.client, async |client| client.checkpoint(id).await)?;
-    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
+    let (size, sha256) = (bytes.len(), worker::single_node::sha256_hex(&bytes));
+    storage::write_atomic(&args.out, bytes)?;
     println!(
-        "job {id}: checkpoint written to {} ({} bytes, sha256 {})",
-        args.out.display(),
-        bytes.len(),
-        worker::single_node::sha256_hex(&bytes)
+        "job {id}: checkpoint written to {} ({size} bytes, sha256 {sha256})",
+        args.out
     );
     Ok(())
 }

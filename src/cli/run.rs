@@ -2,7 +2,7 @@
 //! coordinator and N workers in this process, over loopback QUIC, through
 //! the code of `shoal coordinator` and `shoal worker`; see
 //! [`super::cluster`]) and writes the checkpoint and metrics to an output
-//! folder.
+//! folder, local or in an object store (`--out s3://bucket/run/`).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,9 +22,11 @@ pub(crate) struct RunArgs {
     /// Number of workers (each hosts a contiguous range of virtual ranks).
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Output folder for the checkpoint and metrics (default: out/NAME).
+    /// Output folder for the checkpoint and metrics (default: out/NAME), or
+    /// an object-store URL prefix (`s3://bucket/runs/NAME`): each file is
+    /// uploaded and published whole, the checkpoint last.
     #[arg(long)]
-    out: Option<PathBuf>,
+    out: Option<String>,
     /// Train for this many steps instead of the spec's `steps`/`epochs`
     /// (a quick check that a spec runs).
     #[arg(long)]
@@ -165,6 +167,17 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(steps) = args.steps {
         prepared.job.steps = steps.max(1);
     }
+    let out = args.out.unwrap_or_else(|| {
+        PathBuf::from("out")
+            .join(&prepared.name)
+            .display()
+            .to_string()
+    });
+    if storage::is_url(&out) {
+        // A missing bucket, refused credentials or an unreachable endpoint
+        // fail now, not after the training.
+        storage::check_location(&out).context("the output location (--out)")?;
+    }
     let total = prepared.job.steps;
     eprintln!(
         "training {} ({}) for {total} steps on {} workers, {} virtual ranks",
@@ -179,17 +192,57 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let summary = train(&prepared, args.workers, |step| progress.step(step))?;
     progress.finish();
-    let out = args
-        .out
-        .unwrap_or_else(|| PathBuf::from("out").join(&prepared.name));
-    write_outputs(&out, &prepared, &summary)?;
-    write_report(&out, &prepared, &summary)?;
+    if storage::is_url(&out) {
+        upload_outputs(&out, &prepared, &summary)?;
+    } else {
+        write_outputs(Path::new(&out), &prepared, &summary)?;
+        write_report(Path::new(&out), &prepared, &summary)?;
+    }
     println!(
-        "done in {:.1}s; checkpoint {} (sha256 {}); report in {}",
+        "done in {:.1}s; checkpoint {} (sha256 {}); report in {out}",
         summary.elapsed.as_secs_f64(),
-        out.join("checkpoint.safetensors").display(),
+        storage::join(&out, "checkpoint.safetensors"),
         summary.report.checkpoint_sha256,
-        out.display()
     );
     Ok(())
+}
+
+/// Writes the outputs into a local staging folder, then uploads each file
+/// under the URL prefix `out` with `storage::write_atomic` (a reader sees a
+/// whole object or none), the checkpoint last so that its presence means
+/// the run's outputs are complete. The staging folder is removed after a
+/// complete upload and kept (and named in the error) otherwise, so a
+/// failed upload loses no training.
+fn upload_outputs(out: &str, prepared: &PreparedJob, summary: &RunSummary) -> anyhow::Result<()> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let staging = std::env::temp_dir().join(format!("shoal-out-{}-{nanos}", std::process::id()));
+    write_outputs(&staging, prepared, summary)?;
+    write_report(&staging, prepared, summary)?;
+    let uploaded = (|| -> anyhow::Result<()> {
+        let mut names: Vec<String> = std::fs::read_dir(&staging)
+            .with_context(|| format!("list {}", staging.display()))?
+            .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("list {}", staging.display()))?;
+        // The checkpoint last: sort it after every other name.
+        names.sort_by_key(|name| (name == "checkpoint.safetensors", name.clone()));
+        for name in names {
+            let bytes = std::fs::read(staging.join(&name))
+                .with_context(|| format!("read {}", staging.join(&name).display()))?;
+            storage::write_atomic(&storage::join(out, &name), bytes)?;
+        }
+        Ok(())
+    })();
+    match uploaded {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Ok(())
+        }
+        Err(error) => Err(error.context(format!(
+            "uploading the outputs to {out} failed; they are kept in {}",
+            staging.display()
+        ))),
+    }
 }

@@ -62,6 +62,17 @@ pub fn open_dataset<P: AsRef<Path>>(inputs: &[P]) -> Result<Dataset> {
     Ok(Dataset::open(inputs)?)
 }
 
+/// Checks, before a long job writes there, that the store of `location`
+/// answers and its bucket exists ([`Store::check`]); a local path is
+/// always accepted (its folders are created when written).
+pub fn check_location(location: &str) -> Result<()> {
+    if !is_url(location) {
+        return Ok(());
+    }
+    let (store, key) = Store::from_url(location)?;
+    store.check(&key)
+}
+
 /// The whole content of a local file or an object.
 pub fn read(location: &str) -> Result<Vec<u8>> {
     if is_url(location) {

@@ -420,6 +420,17 @@ impl Store {
         Ok(objects)
     }
 
+    /// Checks that the bucket exists and answers with these credentials:
+    /// one listing of the folder `key` (not recursive, so cheap in a large
+    /// bucket). Says nothing of whether `key` itself exists.
+    pub fn check(&self, key: &str) -> Result<()> {
+        let folder = key.trim_end_matches('/').to_string();
+        self.run(key, "list", |inner, _| async move {
+            let folder = (!folder.is_empty()).then(|| ObjectPath::from(folder.as_str()));
+            inner.list_with_delimiter(folder.as_ref()).await.map(drop)
+        })
+    }
+
     /// The size of one object.
     pub fn size(&self, key: &str) -> Result<u64> {
         let size = self.run(key, "head", |inner, path| async move {
@@ -428,7 +439,8 @@ impl Store {
         if let Err(StorageError::NotFound { .. }) = &size {
             // A HEAD answer has no body to tell a missing object from a
             // missing bucket; a listing does.
-            if let Err(error @ StorageError::NoSuchBucket { .. }) = self.list(key) {
+            let folder = &key[..key.rfind('/').unwrap_or(0)];
+            if let Err(error @ StorageError::NoSuchBucket { .. }) = self.check(folder) {
                 return Err(error);
             }
         }
@@ -478,9 +490,19 @@ impl Store {
             let upload = inner.put_multipart(&path).await?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_BYTES);
             for part in bytes.chunks(MULTIPART_PART_BYTES) {
-                writer.wait_for_capacity(4).await?;
+                if let Err(error) = writer.wait_for_capacity(4).await {
+                    // A failed part: abort the upload so that the store
+                    // drops the parts already sent (no object, no orphaned
+                    // parts billed); the part's error is the one to report.
+                    if let Err(abort) = writer.abort().await {
+                        tracing::warn!(%abort, "aborting a failed multipart upload failed");
+                    }
+                    return Err(error);
+                }
                 writer.write(part);
             }
+            // `finish` aborts the upload itself when a part or the
+            // completion fails.
             writer.finish().await?;
             Ok(())
         })?;

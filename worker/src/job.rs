@@ -31,8 +31,9 @@ pub struct PreparedJob {
     pub plan_config: PlanConfig,
     /// Samples per step.
     pub global_batch: usize,
-    /// A checkpoint to start from.
-    pub initial: Option<PathBuf>,
+    /// A checkpoint to start from: a local path or an object-store URL
+    /// (see [`load_checkpoint`]).
+    pub initial: Option<String>,
     /// Write a checkpoint every this many steps (and always at the end).
     pub checkpoint_interval: Option<u64>,
     /// Held-out data scored during training (`[evaluation]`).
@@ -60,7 +61,7 @@ impl PreparedJob {
             replica = replica.with_graph(&crate::graph::graph_batch(self)?)?;
         }
         if let Some(initial) = &self.initial {
-            let file = ops::checkpoint::load(initial)?;
+            let file = load_checkpoint(initial)?;
             replica.restore(&file, "the initial checkpoint")?;
         }
         Ok(replica)
@@ -139,7 +140,9 @@ pub fn prepare(spec: &JobSpec, base: &Path) -> Result<PreparedJob, WorkerError> 
             .iter()
             .map(|p| {
                 let path = PathBuf::from(p);
-                if path.is_absolute() || path.exists() {
+                // URLs (`s3://bucket/prefix/`) are opened by the registered
+                // store opener, never joined to a local folder.
+                if datasets::object::is_url(p) || path.is_absolute() || path.exists() {
                     path
                 } else {
                     base.join(path)
@@ -174,6 +177,9 @@ pub fn prepare(spec: &JobSpec, base: &Path) -> Result<PreparedJob, WorkerError> 
         Dataset::open(&settings.paths)?;
     }
     let plan = Plan::new(dataset.fingerprint(), plan_config.clone())?;
+    if let Some(initial) = &spec.checkpoint.initial {
+        check_checkpoint(initial)?;
+    }
     let steps = match (spec.steps, spec.epochs) {
         (Some(steps), _) => steps,
         (None, Some(epochs)) => epochs * plan.steps_per_epoch(),
@@ -220,12 +226,41 @@ pub fn prepare(spec: &JobSpec, base: &Path) -> Result<PreparedJob, WorkerError> 
         mapping,
         plan_config,
         global_batch,
-        initial: spec.checkpoint.initial.as_ref().map(PathBuf::from),
+        initial: spec.checkpoint.initial.clone(),
         checkpoint_interval: spec
             .checkpoint
             .interval_steps
             .filter(|interval| *interval > 0),
         evaluation,
         spec: resolved,
+    })
+}
+
+/// Reads the checkpoint at `location`: a local path, or an object-store URL
+/// (`s3://bucket/run/checkpoint.safetensors`) read through the store opener
+/// the binary registers with `datasets` (the `storage` crate).
+pub fn load_checkpoint(location: &str) -> Result<ops::checkpoint::TensorFile, WorkerError> {
+    if !datasets::object::is_url(location) {
+        return Ok(ops::checkpoint::load(Path::new(location))?);
+    }
+    let bytes = datasets::object::read_url(location).map_err(|source| WorkerError::Io {
+        path: PathBuf::from(location),
+        source,
+    })?;
+    Ok(ops::checkpoint::decode(&bytes, location)?)
+}
+
+/// Fails early, with the store's or the file system's reason, when the
+/// checkpoint at `location` cannot be found or reached (a missing bucket,
+/// a wrong key, an unreachable endpoint), before any worker trains.
+fn check_checkpoint(location: &str) -> Result<(), WorkerError> {
+    let found = if datasets::object::is_url(location) {
+        datasets::object::url_size(location).map(drop)
+    } else {
+        std::fs::metadata(location).map(drop)
+    };
+    found.map_err(|source| WorkerError::Io {
+        path: PathBuf::from(location),
+        source,
     })
 }
