@@ -231,9 +231,10 @@ fn failed_with(output: &Output, expected: &[&str]) {
     }
 }
 
-/// An MLP on the digits for `steps` steps, reading `data`, starting from
-/// `initial` when given.
+/// An MLP on the digits reading `data`, for 3 steps, or from the checkpoint
+/// `initial` (which records its step) to step 6.
 fn job(data: &str, initial: Option<&str>) -> String {
+    let steps = if initial.is_some() { 6 } else { 3 };
     let initial = initial
         .map(|location| format!("[checkpoint]\ninitial = \"{location}\"\n"))
         .unwrap_or_default();
@@ -243,7 +244,7 @@ name = "mlp-s3"
 seed = 7
 global_batch = 48
 virtual_ranks = 2
-steps = 3
+steps = {steps}
 [model]
 kind = "mlp"
 config = {{ d_in = 64, d_hidden = 16, n_classes = 10 }}
@@ -380,7 +381,8 @@ fn a_dataset_in_s3_trains_and_checkpoints_like_local_files() {
     );
 
     // Resume from the checkpoint in the bucket, and locally from the local
-    // copy: the same result, and not the checkpoint it started from.
+    // copy, for 3 more steps: the same result, and not the checkpoint it
+    // started from.
     let resume_remote = write(
         &directory.join("resume-remote.toml"),
         &job(

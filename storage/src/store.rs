@@ -30,12 +30,20 @@ pub const MULTIPART_PART_BYTES: usize = 8 * 1024 * 1024;
 /// The schemes [`Store::from_url`] understands.
 pub const SCHEMES: &[&str] = &["s3", "s3a", "gs", "az", "azure", "abfs", "file"];
 
+/// reqwest is built without a bundled TLS provider: installs ring, the
+/// provider QUIC already uses (one crypto stack in the binary), as the
+/// process's default, unless one is installed already. Needed before any
+/// store's HTTP client is built.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        // reqwest is built without a bundled TLS provider: use ring, the
-        // provider QUIC already uses (one crypto stack in the binary).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("shoal-storage")
@@ -192,6 +200,7 @@ impl Store {
         if bucket.is_empty() {
             return Err(bad("the URL names no bucket"));
         }
+        install_crypto_provider();
         let configuration = |error: object_store::Error| StorageError::Configuration {
             url: url.to_string(),
             message: error.to_string(),
