@@ -332,13 +332,20 @@ impl Store {
         error: object_store::Error,
     ) -> StorageError {
         let url = self.url(key);
-        let mut chain = error.to_string();
+        // object_store's messages repeat their sources' text: keep each
+        // piece of the chain once, and the innermost cause on its own.
+        let mut parts = vec![error.to_string()];
+        let mut root_cause = parts[0].clone();
         let mut source = std::error::Error::source(&error);
         while let Some(inner) = source {
-            chain.push_str(": ");
-            chain.push_str(&inner.to_string());
+            let text = inner.to_string();
+            if !parts.iter().any(|part| part.contains(&text)) {
+                parts.push(text.clone());
+            }
+            root_cause = text;
             source = inner.source();
         }
+        let chain = parts.join(": ");
         let short: String = chain.chars().take(400).collect();
         if ["NoSuchBucket", "ContainerNotFound", "bucket does not exist"]
             .iter()
@@ -371,7 +378,7 @@ impl Store {
                 StorageError::Unreachable {
                     url,
                     endpoint: self.endpoint.clone(),
-                    message: short,
+                    message: root_cause.chars().take(200).collect(),
                 }
             }
             _ if [
