@@ -123,12 +123,17 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
-    state
-        .metrics()
+    let metrics = state.metrics();
+    metrics
         .api_requests
         .with_label_values(&[route.as_str(), response.status().as_str()])
         .inc();
+    metrics
+        .api_request_seconds
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
     response
 }
 

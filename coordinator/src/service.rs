@@ -11,14 +11,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::error::{CoordinatorError, Result};
 use crate::job::{JobId, JobState, WorkerId};
 use crate::scheduler::{
-    Action, Demand, Outcome, Ring, Scheduler, SchedulerConfig, WorkerInfo, WorkerStatus,
+    Action, Demand, Outcome, Ring, RingChange, Scheduler, SchedulerConfig, WorkerInfo, WorkerStatus,
 };
 use crate::spec::JobSpec;
 use crate::store::{CheckpointRecord, JobRecord, JobStore, StepMetrics, Transition};
@@ -36,50 +38,239 @@ pub struct CoordinatorConfig {
     pub scheduler: SchedulerConfig,
 }
 
-/// The Prometheus metrics of the coordinator.
+/// The Prometheus metrics of the coordinator (every one is listed in
+/// `docs/metrics.md`). Per-job series carry a `job_id` label (not `job`,
+/// which Prometheus gives every scraped series itself).
 #[derive(Debug, Clone)]
 pub struct Metrics {
     /// The registry `/metrics` renders.
     pub registry: Registry,
     /// `shoal_jobs{state}`: jobs in each state.
     pub jobs: IntGaugeVec,
+    /// `shoal_jobs_submitted_total`: jobs accepted by the API.
+    pub jobs_submitted: IntCounter,
+    /// `shoal_job_transitions_total{from,to}`: job state changes (every
+    /// allowed pair starts at zero).
+    pub job_transitions: IntCounterVec,
+    /// `shoal_job_step{job_id}`: the last step the job's workers reported.
+    pub job_step: IntGaugeVec,
     /// `shoal_workers_alive`: registered, live workers.
     pub workers_alive: IntGauge,
+    /// `shoal_workers_registered_total`: worker registrations.
+    pub workers_registered: IntCounter,
+    /// `shoal_workers_lost_total`: workers declared dead (heartbeats stopped).
+    pub workers_lost: IntCounter,
+    /// `shoal_ring_formations_total{job_id,reason}`: rings formed, by why
+    /// (`start`, `worker_lost`: a recovery, `worker_joined`).
+    pub ring_formations: IntCounterVec,
+    /// `shoal_ring_generation{job_id}`: the generation of the job's last ring.
+    pub ring_generation: IntGaugeVec,
+    /// `shoal_ring_members{job_id}`: workers in the job's ring (0 while it
+    /// holds or after it ended).
+    pub ring_members: IntGaugeVec,
+    /// `shoal_checkpoints_written_total{job_id}`: checkpoints recorded.
+    pub checkpoints_written: IntCounterVec,
+    /// `shoal_checkpoint_write_seconds{job_id}`: time to write an uploaded
+    /// checkpoint (temporary file, sync, rename, record, prune).
+    pub checkpoint_write_seconds: HistogramVec,
+    /// `shoal_checkpoint_bytes{job_id}`: size of the newest checkpoint.
+    pub checkpoint_bytes: IntGaugeVec,
+    /// `shoal_checkpoint_step{job_id}`: step of the newest checkpoint.
+    pub checkpoint_step: IntGaugeVec,
     /// `shoal_api_requests_total{route,status}`: HTTP requests served.
     pub api_requests: IntCounterVec,
+    /// `shoal_api_request_duration_seconds{route}`: time to answer them.
+    pub api_request_seconds: HistogramVec,
+}
+
+/// The reasons of `shoal_ring_formations_total`.
+const RING_REASONS: [&str; 3] = ["start", "worker_lost", "worker_joined"];
+
+fn ring_reason(change: &RingChange) -> &'static str {
+    match change {
+        RingChange::Start => RING_REASONS[0],
+        RingChange::WorkerLost(_) => RING_REASONS[1],
+        RingChange::WorkerJoined(_) => RING_REASONS[2],
+    }
 }
 
 impl Metrics {
     fn new() -> Metrics {
         let registry = Registry::new();
-        let jobs = IntGaugeVec::new(Opts::new("shoal_jobs", "Jobs in each state"), &["state"])
-            .expect("valid metric");
-        let workers_alive =
-            IntGauge::new("shoal_workers_alive", "Registered, live workers").expect("valid metric");
-        let api_requests = IntCounterVec::new(
-            Opts::new(
+        fn register<M: prometheus::core::Collector + Clone + 'static>(
+            registry: &Registry,
+            metric: M,
+        ) -> M {
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("registered once");
+            metric
+        }
+        let counter = |name: &str, help: &str| {
+            register(
+                &registry,
+                IntCounter::new(name, help).expect("valid metric"),
+            )
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let histogram_vec = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            register(
+                &registry,
+                HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                    .expect("valid metric"),
+            )
+        };
+        let metrics = Metrics {
+            jobs: gauge_vec("shoal_jobs", "Jobs in each state", &["state"]),
+            jobs_submitted: counter("shoal_jobs_submitted_total", "Jobs accepted by the API"),
+            job_transitions: counter_vec(
+                "shoal_job_transitions_total",
+                "Job state changes, by from and to state",
+                &["from", "to"],
+            ),
+            job_step: gauge_vec(
+                "shoal_job_step",
+                "The last step the job's workers reported",
+                &["job_id"],
+            ),
+            workers_alive: register(
+                &registry,
+                IntGauge::new("shoal_workers_alive", "Registered, live workers")
+                    .expect("valid metric"),
+            ),
+            workers_registered: counter(
+                "shoal_workers_registered_total",
+                "Worker registrations (a worker that reconnects registers again)",
+            ),
+            workers_lost: counter(
+                "shoal_workers_lost_total",
+                "Workers declared dead because their heartbeats stopped",
+            ),
+            ring_formations: counter_vec(
+                "shoal_ring_formations_total",
+                "Rings formed for a job, by reason: start, worker_lost (the survivors carry on), worker_joined",
+                &["job_id", "reason"],
+            ),
+            ring_generation: gauge_vec(
+                "shoal_ring_generation",
+                "Generation of the job's last ring",
+                &["job_id"],
+            ),
+            ring_members: gauge_vec(
+                "shoal_ring_members",
+                "Workers in the job's ring (0 while it holds or after it ended)",
+                &["job_id"],
+            ),
+            checkpoints_written: counter_vec(
+                "shoal_checkpoints_written_total",
+                "Checkpoints recorded (written from an upload, or written by a worker and reported)",
+                &["job_id"],
+            ),
+            checkpoint_write_seconds: histogram_vec(
+                "shoal_checkpoint_write_seconds",
+                "Time to write an uploaded checkpoint: temporary file, sync, rename, record",
+                &["job_id"],
+                prometheus::exponential_buckets(0.001, 2.0, 16).expect("valid buckets"),
+            ),
+            checkpoint_bytes: gauge_vec(
+                "shoal_checkpoint_bytes",
+                "Size of the job's newest checkpoint",
+                &["job_id"],
+            ),
+            checkpoint_step: gauge_vec(
+                "shoal_checkpoint_step",
+                "Step of the job's newest checkpoint",
+                &["job_id"],
+            ),
+            api_requests: counter_vec(
                 "shoal_api_requests_total",
                 "HTTP API requests by route and status",
+                &["route", "status"],
             ),
-            &["route", "status"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(jobs.clone()))
-            .expect("registered once");
-        registry
-            .register(Box::new(workers_alive.clone()))
-            .expect("registered once");
-        registry
-            .register(Box::new(api_requests.clone()))
-            .expect("registered once");
-        Metrics {
+            api_request_seconds: histogram_vec(
+                "shoal_api_request_duration_seconds",
+                "Time to answer an HTTP API request, by route",
+                &["route"],
+                prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets"),
+            ),
             registry,
-            jobs,
-            workers_alive,
-            api_requests,
+        };
+        for from in JobState::ALL {
+            for to in JobState::ALL {
+                if from.can_become(to) {
+                    metrics
+                        .job_transitions
+                        .with_label_values(&[from.as_str(), to.as_str()]);
+                }
+            }
         }
+        metrics
     }
+
+    /// A ring was formed for a job.
+    fn ring_formed(&self, ring: &Ring, change: &RingChange) {
+        let job = ring.job.0.to_string();
+        // Every reason of the job's rings exists from the first, at zero
+        // until it happens (creating a series that exists changes nothing).
+        for reason in RING_REASONS {
+            self.ring_formations
+                .with_label_values(&[job.as_str(), reason]);
+        }
+        self.ring_formations
+            .with_label_values(&[job.as_str(), ring_reason(change)])
+            .inc();
+        self.ring_generation
+            .with_label_values(&[job.as_str()])
+            .set(i64::try_from(ring.generation).unwrap_or(i64::MAX));
+        self.ring_members
+            .with_label_values(&[job.as_str()])
+            .set(ring.members.len() as i64);
+    }
+
+    /// A checkpoint of job `job` was recorded.
+    fn checkpoint_recorded(&self, job: JobId, record: &CheckpointRecord) {
+        let job = job.0.to_string();
+        self.checkpoints_written.with_label_values(&[&job]).inc();
+        self.checkpoint_bytes
+            .with_label_values(&[&job])
+            .set(i64::try_from(record.bytes).unwrap_or(i64::MAX));
+        self.checkpoint_step
+            .with_label_values(&[&job])
+            .set(i64::try_from(record.step).unwrap_or(i64::MAX));
+    }
+}
+
+/// Moves job `id` to `to` in the store and counts the transition (staying
+/// in the same state is none).
+fn set_state(
+    store: &mut JobStore,
+    metrics: &Metrics,
+    id: JobId,
+    to: JobState,
+    reason: &str,
+    error: Option<&str>,
+    now_ms: i64,
+) -> Result<()> {
+    let from = store.job(id)?.state;
+    store.set_state(id, to, reason, error, now_ms)?;
+    if from != to {
+        metrics
+            .job_transitions
+            .with_label_values(&[from.as_str(), to.as_str()])
+            .inc();
+    }
+    Ok(())
 }
 
 struct Inner {
@@ -136,10 +327,13 @@ impl Coordinator {
         config: CoordinatorConfig,
     ) -> Result<(Arc<Coordinator>, mpsc::UnboundedReceiver<Action>)> {
         let mut scheduler = Scheduler::new(config.scheduler);
+        let metrics = Metrics::new();
         let now_ms = unix_ms();
         for job in store.unfinished_jobs()? {
             if job.state != JobState::Queued {
-                store.set_state(
+                set_state(
+                    &mut store,
+                    &metrics,
                     job.id,
                     JobState::Queued,
                     "coordinator restarted: waiting for workers",
@@ -152,7 +346,7 @@ impl Coordinator {
         let (outbox, receiver) = mpsc::unbounded_channel();
         let coordinator = Arc::new(Coordinator {
             inner: Mutex::new(Inner { store, scheduler }),
-            metrics: Metrics::new(),
+            metrics,
             api_token: ApiToken::new(&config.api_token),
             data_dir: config.data_dir,
             started: Instant::now(),
@@ -214,6 +408,7 @@ impl Coordinator {
         check_dataset_columns(spec)?;
         let mut inner = self.lock();
         let id = inner.store.insert_job(spec, unix_ms())?;
+        self.metrics.jobs_submitted.inc();
         inner.scheduler.submit(id, demand(spec));
         self.apply(&mut inner)?;
         Ok(id)
@@ -267,9 +462,15 @@ impl Coordinator {
             });
         }
         if !inner.scheduler.finish(id, Outcome::Cancelled) {
-            inner
-                .store
-                .set_state(id, JobState::Cancelled, "cancelled", None, unix_ms())?;
+            set_state(
+                &mut inner.store,
+                &self.metrics,
+                id,
+                JobState::Cancelled,
+                "cancelled",
+                None,
+                unix_ms(),
+            )?;
         }
         self.apply(&mut inner)?;
         inner.store.job(id)
@@ -287,6 +488,7 @@ impl Coordinator {
         let mut inner = self.lock();
         let now = self.now();
         let id = inner.scheduler.handle_register(info, now);
+        self.metrics.workers_registered.inc();
         self.apply(&mut inner)?;
         Ok(id)
     }
@@ -303,6 +505,7 @@ impl Coordinator {
         let mut inner = self.lock();
         let now = self.now();
         inner.scheduler.handle_register_reserved(id, info, now);
+        self.metrics.workers_registered.inc();
         self.apply(&mut inner)
     }
 
@@ -331,6 +534,7 @@ impl Coordinator {
         let mut inner = self.lock();
         let keep = inner.store.job(job)?.spec.checkpoint.keep as usize;
         inner.store.record_checkpoint(job, checkpoint)?;
+        self.metrics.checkpoint_recorded(job, checkpoint);
         inner.store.prune_checkpoints(job, keep)
     }
 
@@ -366,7 +570,12 @@ impl Coordinator {
     pub fn report_step(&self, job: JobId, step: u64, values: &BTreeMap<String, f64>) -> Result<()> {
         self.lock()
             .store
-            .record_metrics(job, step, values, unix_ms())
+            .record_metrics(job, step, values, unix_ms())?;
+        self.metrics
+            .job_step
+            .with_label_values(&[job.0.to_string()])
+            .set(i64::try_from(step).unwrap_or(i64::MAX));
+        Ok(())
     }
 
     /// Writes a checkpoint of job `job` after `step` (to a temporary file,
@@ -378,6 +587,7 @@ impl Coordinator {
         step: u64,
         bytes: &[u8],
     ) -> Result<CheckpointRecord> {
+        let started = Instant::now();
         let keep = self.lock().store.job(job)?.spec.checkpoint.keep as usize;
         let directory = self.checkpoint_dir(job);
         let path = directory.join(format!("step-{step:09}.safetensors"));
@@ -394,6 +604,11 @@ impl Coordinator {
             inner.store.record_checkpoint(job, &record)?;
             inner.store.prune_checkpoints(job, keep)?
         };
+        self.metrics
+            .checkpoint_write_seconds
+            .with_label_values(&[job.0.to_string()])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.checkpoint_recorded(job, &record);
         for old in removed {
             if let Err(error) = std::fs::remove_file(&old.path) {
                 tracing::warn!(path = %old.path, %error, "could not delete an old checkpoint");
@@ -412,9 +627,15 @@ impl Coordinator {
                 Outcome::Failed(error) => (JobState::Failed, Some(error.as_str())),
                 Outcome::Cancelled => (JobState::Cancelled, None),
             };
-            inner
-                .store
-                .set_state(job, state, "reported finished", error, unix_ms())?;
+            set_state(
+                &mut inner.store,
+                &self.metrics,
+                job,
+                state,
+                "reported finished",
+                error,
+                unix_ms(),
+            )?;
         }
         self.apply(&mut inner)
     }
@@ -428,11 +649,22 @@ impl Coordinator {
     fn apply(&self, inner: &mut Inner) -> Result<()> {
         let now_ms = unix_ms();
         let mut first_error = None;
+        // Actions go to the workers through the outbox; without a receiver
+        // (no QUIC side yet, or shutting down) an action is dropped and the
+        // scheduler's state stays right.
         while let Some(action) = inner.scheduler.poll_action() {
             match &action {
                 Action::SetJobState { job, state, reason } => {
                     let error = (*state == JobState::Failed).then_some(reason.as_str());
-                    match inner.store.set_state(*job, *state, reason, error, now_ms) {
+                    match set_state(
+                        &mut inner.store,
+                        &self.metrics,
+                        *job,
+                        *state,
+                        reason,
+                        error,
+                        now_ms,
+                    ) {
                         Ok(()) => tracing::info!(job = job.0, state = %state, reason, "job state"),
                         Err(error) => {
                             tracing::error!(job = job.0, state = %state, %error, "could not persist a job state");
@@ -442,11 +674,18 @@ impl Coordinator {
                 }
                 Action::WorkerDead { worker } => {
                     tracing::warn!(%worker, "worker missed its heartbeats: declared dead");
+                    self.metrics.workers_lost.inc();
                     let _ = self.outbox.send(action);
                 }
-                _ => {
-                    // No receiver (no QUIC side yet, or shutting down): the
-                    // action is dropped; the scheduler's state stays right.
+                Action::FormRing { ring, change } => {
+                    self.metrics.ring_formed(ring, change);
+                    let _ = self.outbox.send(action);
+                }
+                Action::Hold { job, .. } | Action::Release { job, .. } => {
+                    self.metrics
+                        .ring_members
+                        .with_label_values(&[job.0.to_string()])
+                        .set(0);
                     let _ = self.outbox.send(action);
                 }
             }

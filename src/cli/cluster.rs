@@ -2,7 +2,10 @@
 //! through exactly the code of `shoal coordinator` and `shoal worker`
 //! (`coordinator::quic::serve_workers` and `worker::agent::run_agent`):
 //! what `shoal run` and `shoal demo` train with. The coordinator's data
-//! directory is a temporary folder removed at the end.
+//! directory is a temporary folder removed at the end. With a metrics
+//! address, one `/metrics` endpoint serves the coordinator's metrics and
+//! those of every worker (one registry, labelled by worker).
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,6 +16,7 @@ use coordinator::{Coordinator, CoordinatorConfig, JobState};
 use protocol::transport::{Identity, TransportTuning, bind_endpoint, server_config};
 use tokio::sync::{mpsc, watch};
 use worker::agent::{AgentConfig, AgentStep, run_agent};
+use worker::metrics::WorkerMetrics;
 use worker::single_node::{RunReport, TimedStep, sha256_hex};
 
 /// A temporary data directory, removed when dropped.
@@ -35,11 +39,14 @@ fn scratch() -> anyhow::Result<Scratch> {
 }
 
 /// Trains `spec` (whose data paths are resolved) on `workers` in-process
-/// workers; `on_step` sees every step. Returns the final checkpoint.
+/// workers; `on_step` sees every step. With `metrics_addr`, serves the
+/// Prometheus metrics of the coordinator and the workers there while the
+/// job runs. Returns the final checkpoint.
 pub(crate) async fn train_in_process(
     mut spec: JobSpec,
     total_steps: u64,
     workers: usize,
+    metrics_addr: Option<SocketAddr>,
     mut on_step: impl FnMut(&TimedStep),
 ) -> anyhow::Result<RunReport> {
     let directory = scratch()?;
@@ -81,6 +88,26 @@ pub(crate) async fn train_in_process(
         })
     };
 
+    let worker_metrics = WorkerMetrics::new();
+    let metrics_server = match metrics_addr {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the metrics endpoint to {address}"))?;
+            eprintln!("metrics: http://{}/metrics", listener.local_addr()?);
+            let registries = vec![
+                coordinator.metrics().registry.clone(),
+                worker_metrics.registry().clone(),
+            ];
+            Some(tokio::spawn(worker::metrics::serve(
+                listener,
+                registries,
+                std::future::pending(),
+            )))
+        }
+        None => None,
+    };
+
     let (stop, stopped) = watch::channel(false);
     let (steps, mut step_reports) = mpsc::unbounded_channel::<AgentStep>();
     let mut agents = Vec::with_capacity(workers);
@@ -91,6 +118,7 @@ pub(crate) async fn train_in_process(
             "127.0.0.1:0".parse().expect("an address"),
         );
         config.name = format!("local-{index}");
+        config.metrics = worker_metrics.clone();
         let mut stopped = stopped.clone();
         let shutdown = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
@@ -130,6 +158,9 @@ pub(crate) async fn train_in_process(
         }
     }
     ticker.abort();
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     endpoint.close(0u32.into(), b"run over");
     server.abort();
     if outcome.state != JobState::Completed {

@@ -311,7 +311,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
             (total / 5).max(1),
             args.plain,
         );
-        let summary = train(&prepared, args.workers, |step| progress.step(step))?;
+        let summary = train(&prepared, args.workers, None, |step| progress.step(step))?;
         progress.finish();
         let out = args.out.join(&prepared.name);
         write_outputs(&out, &prepared, &summary)?;

@@ -4,6 +4,7 @@
 //! [`super::cluster`]) and writes the checkpoint and metrics to an output
 //! folder, local or in an object store (`--out s3://bucket/run/`).
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,10 @@ pub(crate) struct RunArgs {
     /// not a terminal; on a terminal a progress bar shows every step).
     #[arg(long, default_value_t = 10)]
     log_every: u64,
+    /// Serve Prometheus metrics of the in-process coordinator and workers
+    /// at http://ADDR/metrics while the job runs (for example 127.0.0.1:9101).
+    #[arg(long, env = "SHOAL_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// A job spec read from a file, with errors naming the file, the line and
@@ -72,10 +77,12 @@ impl RunSummary {
 }
 
 /// Trains a prepared job with `workers` workers of an in-process
-/// coordinator (see [`super::cluster`]); `progress` sees each step.
+/// coordinator (see [`super::cluster`]), serving their Prometheus metrics
+/// at `metrics_addr` if given; `progress` sees each step.
 pub(crate) fn train(
     prepared: &PreparedJob,
     workers: usize,
+    metrics_addr: Option<SocketAddr>,
     mut progress: impl FnMut(&TimedStep),
 ) -> anyhow::Result<RunSummary> {
     if workers == 0 || workers > prepared.job.virtual_ranks {
@@ -101,6 +108,7 @@ pub(crate) fn train(
         spec,
         prepared.job.steps,
         workers,
+        metrics_addr,
         |step| {
             progress(step);
             steps.push(step.clone());
@@ -190,7 +198,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         args.log_every,
         false,
     );
-    let summary = train(&prepared, args.workers, |step| progress.step(step))?;
+    let summary = train(&prepared, args.workers, args.metrics_addr, |step| {
+        progress.step(step)
+    })?;
     progress.finish();
     if storage::is_url(&out) {
         upload_outputs(&out, &prepared, &summary)?;

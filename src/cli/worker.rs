@@ -35,6 +35,10 @@ pub(crate) struct WorkerArgs {
     /// noticed within it.
     #[arg(long, env = "SHOAL_COLLECTIVE_TIMEOUT_MS", default_value_t = 10_000)]
     collective_timeout_ms: u64,
+    /// Serve this worker's Prometheus metrics at http://ADDR/metrics (for
+    /// example 0.0.0.0:9101; see docs/metrics.md).
+    #[arg(long, env = "SHOAL_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<()> {
@@ -71,6 +75,20 @@ pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        if let Some(address) = args.metrics_addr {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the metrics endpoint to {address}"))?;
+            tracing::info!(address = %listener.local_addr()?, "serving Prometheus metrics at /metrics");
+            let registries = vec![config.metrics.registry().clone()];
+            tokio::spawn(async move {
+                if let Err(error) =
+                    worker::metrics::serve(listener, registries, std::future::pending()).await
+                {
+                    tracing::error!(%error, "the metrics endpoint stopped");
+                }
+            });
+        }
         run_agent(config, stop_signal(), None)
             .await
             .context("the worker stopped")

@@ -41,6 +41,7 @@ use crate::collective::{CollectiveConfig, Ring, RingMemberAddress, RingSpec};
 use crate::evaluation::Evaluator;
 use crate::job::{PreparedJob, prepare};
 use crate::local::StepReport;
+use crate::metrics::{JobMetrics, WorkerMetrics};
 use crate::replica::Replica;
 use crate::single_node::{TimedStep, off_thread, sha256_hex};
 
@@ -69,6 +70,9 @@ pub struct AgentConfig {
     pub connect_timeout: Duration,
     /// Relative dataset paths of a spec are resolved against this folder.
     pub base: PathBuf,
+    /// Where the step loop records its Prometheus metrics (labelled with
+    /// `name`); workers of one process may share one.
+    pub metrics: WorkerMetrics,
 }
 
 impl AgentConfig {
@@ -85,6 +89,7 @@ impl AgentConfig {
             tuning: TransportTuning::default(),
             connect_timeout: Duration::from_secs(5),
             base: PathBuf::from("."),
+            metrics: WorkerMetrics::new(),
         }
     }
 }
@@ -468,6 +473,7 @@ impl Agent {
         match prepared {
             Ok(prepared) => {
                 tracing::info!(job = job_id, name = %prepared.name, "job assigned");
+                self.job_metrics(job_id).assigned();
                 self.slot = Some(JobSlot {
                     job_id,
                     prepared: Arc::new(prepared),
@@ -492,6 +498,11 @@ impl Agent {
         }
     }
 
+    /// This worker's metrics of job `job_id`.
+    fn job_metrics(&self, job_id: u64) -> JobMetrics {
+        self.config.metrics.job(job_id, &self.config.name)
+    }
+
     fn cancel_attempt(&mut self) {
         if let Some(attempt) = self.slot.as_ref().and_then(|slot| slot.attempt.as_ref()) {
             let _ = attempt.cancel.send(true);
@@ -509,7 +520,9 @@ impl Agent {
             return;
         };
         let (cancel, cancelled) = watch::channel(false);
+        let metrics = self.config.metrics.job(slot.job_id, &self.config.name);
         let context = AttemptContext {
+            metrics,
             job_id: slot.job_id,
             worker_id: self.worker_id,
             prepared: slot.prepared.clone(),
@@ -553,6 +566,10 @@ impl Agent {
             AttemptEnd::Cancelled => self.start_attempt(),
             AttemptEnd::RingFailed(reason) => {
                 tracing::warn!(job = slot.job_id, %reason, "the ring failed: waiting for a new ring");
+                self.config
+                    .metrics
+                    .job(slot.job_id, &self.config.name)
+                    .collective_failed();
                 if slot.membership.is_some() {
                     slot.retry_at = Some(tokio::time::Instant::now() + RING_RETRY);
                 }
@@ -589,6 +606,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 struct AttemptContext {
     /// The job's evaluation data, opened at its first evaluation.
     evaluator: Option<Evaluator>,
+    metrics: JobMetrics,
     job_id: u64,
     worker_id: u64,
     prepared: Arc<PreparedJob>,
@@ -776,6 +794,10 @@ async fn attempt(context: &mut AttemptContext, replica: &mut Option<Replica>) ->
         step = replica.as_ref().map_or(0, Replica::completed_steps),
         "ring formed"
     );
+    context.metrics.ring_formed(context.membership.generation);
+    let global_batch = context.prepared.global_batch;
+    let hosted_samples =
+        (global_batch * ring.hosted().len() / ring.layout().virtual_ranks()) as u64;
 
     loop {
         let current = replica.as_ref().expect("the state is agreed");
@@ -794,6 +816,13 @@ async fn attempt(context: &mut AttemptContext, replica: &mut Option<Replica>) ->
                     }
                 }
                 let current = replica.as_ref().expect("the step hands the replica back");
+                context.metrics.record_step(
+                    me,
+                    &step,
+                    current.completed_steps(),
+                    hosted_samples,
+                    global_batch,
+                );
                 if me == 0 {
                     report_step(context, current, &step);
                     let completed = current.completed_steps();
@@ -939,7 +968,11 @@ async fn train_step(
             *slot = Some(replica);
             return end;
         }
-        all_reduce += began.elapsed();
+        let waited = began.elapsed();
+        all_reduce += waited;
+        context
+            .metrics
+            .record_all_reduce(ring.member_index(), waited, ring.last_all_reduce());
         let began = Instant::now();
         let virtual_ranks = replica.job().virtual_ranks as f64;
         let summed = &buffers[0];
@@ -1033,5 +1066,6 @@ fn upload_checkpoint(context: &AttemptContext, replica: &Replica) -> Result<(), 
     let _ = context
         .outbox
         .send((WorkerMessage::CheckpointUpload(upload), Bytes::from(bytes)));
+    context.metrics.checkpoint_uploaded();
     Ok(())
 }

@@ -12,7 +12,8 @@
 //! - [`job`]: a job spec turned into what a replica trains;
 //!   [`agent`]: the networked worker (`shoal worker`): registration,
 //!   heartbeats, rings re-formed on every membership change, checkpoints
-//!   uploaded to the coordinator.
+//!   uploaded to the coordinator; [`metrics`]: what its step loop records
+//!   for Prometheus, and the `/metrics` endpoint.
 //! - [`local`]: a step with every virtual rank in one process;
 //!   [`single_node`]: a job's workers as tasks of one process over a
 //!   loopback QUIC ring.
@@ -26,6 +27,7 @@ pub mod graph;
 pub mod inputs;
 pub mod job;
 pub mod local;
+pub mod metrics;
 pub mod replica;
 pub mod single_node;
 pub mod step;

@@ -1,6 +1,7 @@
 //! The ring all-reduce over virtual ranks gives the same bits for every
-//! number of workers, equal to the single-process reference; broadcast and
-//! barrier work over real QUIC rings.
+//! number of workers, equal to the single-process reference, and reports
+//! its buckets for the metrics; broadcast and barrier work over real QUIC
+//! rings.
 mod common;
 
 use std::time::Duration;
@@ -13,13 +14,16 @@ fn bits(values: &[f32]) -> Vec<u32> {
 }
 
 /// All-reduces `len` values of V virtual ranks spread as `counts` says and
-/// checks every worker's result against the reference, bit for bit.
+/// checks every worker's result against the reference, bit for bit, and
+/// the buckets it reports (sizes adding up to the buffer, bus bandwidth
+/// only across workers).
 #[track_caller]
 fn check(counts: &[usize], len: usize, config: CollectiveConfig) {
     let virtual_ranks: usize = counts.iter().sum();
     let gradients: Vec<Vec<f32>> = (0..virtual_ranks).map(|rank| gradient(rank, len)).collect();
     let views: Vec<&[f32]> = gradients.iter().map(Vec::as_slice).collect();
-    let expected = bits(&reference_all_reduce(&views, config.bucket_elements));
+    let bucket_elements = config.bucket_elements;
+    let expected = bits(&reference_all_reduce(&views, bucket_elements));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -35,12 +39,13 @@ fn check(counts: &[usize], len: usize, config: CollectiveConfig) {
                 // Twice: the second run checks the ring is reusable.
                 let before = mine.clone();
                 ring.all_reduce(&mut mine).await.unwrap();
+                let stats = ring.last_all_reduce().clone();
                 let first = mine.swap_remove(0);
                 let mut again = before;
                 ring.all_reduce(&mut again).await.unwrap();
                 assert_eq!(bits(&first), bits(&again[0]), "second all-reduce differs");
                 ring.shutdown().await;
-                first
+                (first, stats)
             }));
         }
         let mut results = Vec::new();
@@ -49,12 +54,20 @@ fn check(counts: &[usize], len: usize, config: CollectiveConfig) {
         }
         results
     });
-    for (worker, result) in results.iter().enumerate() {
+    for (worker, (result, stats)) in results.iter().enumerate() {
         assert_eq!(
             bits(result),
             expected,
             "worker {worker} of {counts:?}, {len} values"
         );
+        assert_eq!(stats.workers, counts.len());
+        assert_eq!(stats.buckets.len(), len.div_ceil(bucket_elements));
+        let bytes: u64 = stats.buckets.iter().map(|bucket| bucket.bytes).sum();
+        assert_eq!(bytes, 4 * len as u64, "worker {worker} of {counts:?}");
+        for bucket in &stats.buckets {
+            let bus_bandwidth = bucket.bus_bandwidth(stats.workers);
+            assert_eq!(bus_bandwidth > 0.0, counts.len() > 1, "{bucket:?}");
+        }
     }
 }
 

@@ -46,6 +46,50 @@ impl Default for CollectiveConfig {
     }
 }
 
+/// What one all-reduce moved and how long each of its buckets took on this
+/// worker (for the metrics; see [`Ring::last_all_reduce`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AllReduceStats {
+    /// Workers in the ring.
+    pub workers: usize,
+    /// The buckets of the buffer, in buffer order.
+    pub buckets: Vec<BucketStats>,
+}
+
+/// One bucket of an all-reduce.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BucketStats {
+    /// Bytes of the bucket (f32 values x 4).
+    pub bytes: u64,
+    /// Time from the start of the all-reduce until the bucket's sum was
+    /// complete on this worker.
+    pub elapsed: Duration,
+}
+
+impl BucketStats {
+    /// Bus bandwidth in bytes per second, as NCCL's tests define it: the
+    /// bucket's bytes times 2(n-1)/n over its time, n the workers of the
+    /// ring (what each link carried; 0 for one worker, whose collectives
+    /// never touch the network).
+    pub fn bus_bandwidth(&self, workers: usize) -> f64 {
+        if workers < 2 {
+            return 0.0;
+        }
+        let factor = 2.0 * (workers - 1) as f64 / workers as f64;
+        self.bytes as f64 * factor / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Bytes of each bucket of a `len`-value buffer.
+fn bucket_bytes(len: usize, bucket_elements: usize) -> Vec<u64> {
+    (0..len.div_ceil(bucket_elements))
+        .map(|bucket| {
+            let start = bucket * bucket_elements;
+            (bucket_elements.min(len - start) * std::mem::size_of::<f32>()) as u64
+        })
+        .collect()
+}
+
 /// Where one member of a ring listens and what it hosts.
 #[derive(Debug, Clone)]
 pub struct RingMemberAddress {
@@ -86,6 +130,7 @@ pub struct Ring {
     sequence: u64,
     links: Option<Links>,
     poisoned: Option<String>,
+    last_all_reduce: AllReduceStats,
 }
 
 impl std::fmt::Debug for Ring {
@@ -199,6 +244,7 @@ impl Ring {
                 from_previous,
             }),
             poisoned: None,
+            last_all_reduce: AllReduceStats::default(),
         })
     }
 
@@ -213,6 +259,7 @@ impl Ring {
             sequence: 0,
             links: None,
             poisoned: None,
+            last_all_reduce: AllReduceStats::default(),
         }
     }
 
@@ -229,6 +276,12 @@ impl Ring {
     /// Virtual ranks hosted by this worker.
     pub fn hosted(&self) -> Range<usize> {
         self.layout.hosted(self.me)
+    }
+
+    /// The buckets of the last all-reduce that completed: their sizes and
+    /// when each was complete here.
+    pub fn last_all_reduce(&self) -> &AllReduceStats {
+        &self.last_all_reduce
     }
 
     /// Sums the gradients of all virtual ranks of the ring, element by element,
@@ -255,8 +308,11 @@ impl Ring {
             "all_reduce buffers differ in length"
         );
         self.sequence += 1;
+        let started = Instant::now();
+        let bytes = bucket_bytes(len, self.config.bucket_elements);
         let Some(links) = self.links.as_mut() else {
-            local_all_reduce(gradients, &self.config);
+            let done = local_all_reduce(gradients, &self.config, started);
+            self.last_all_reduce = stats(1, &bytes, &done, started);
             return Ok(());
         };
         let result = distributed_all_reduce(
@@ -266,8 +322,13 @@ impl Ring {
             &self.config,
             self.sequence,
             gradients,
+            started,
         )
         .await;
+        let workers = self.layout.workers();
+        let result = result.map(|done| {
+            self.last_all_reduce = stats(workers, &bytes, &done, started);
+        });
         self.settle(result)
     }
 
@@ -413,11 +474,39 @@ fn add_slot(gradients: &mut [Vec<f32>], target: usize, source: usize, range: Ran
     }
 }
 
+/// The statistics of an all-reduce whose buckets were complete at `done`
+/// (`None`: at the end).
+fn stats(
+    workers: usize,
+    bytes: &[u64],
+    done: &[Option<Duration>],
+    started: Instant,
+) -> AllReduceStats {
+    let end = started.elapsed();
+    AllReduceStats {
+        workers,
+        buckets: bytes
+            .iter()
+            .enumerate()
+            .map(|(bucket, &bytes)| BucketStats {
+                bytes,
+                elapsed: done.get(bucket).copied().flatten().unwrap_or(end),
+            })
+            .collect(),
+    }
+}
+
 /// One worker hosting every virtual rank: the whole chain of each chunk is
 /// local, summed in the slot of its starting rank, then copied to slot 0.
-fn local_all_reduce(gradients: &mut [Vec<f32>], config: &CollectiveConfig) {
+/// Returns when each bucket was complete (after `started`).
+fn local_all_reduce(
+    gradients: &mut [Vec<f32>],
+    config: &CollectiveConfig,
+    started: Instant,
+) -> Vec<Option<Duration>> {
     let virtual_ranks = gradients.len();
     let len = gradients[0].len();
+    let mut done = vec![None; len.div_ceil(config.bucket_elements)];
     for piece in pieces(
         len,
         config.bucket_elements,
@@ -437,7 +526,10 @@ fn local_all_reduce(gradients: &mut [Vec<f32>], config: &CollectiveConfig) {
             let (low, high) = gradients.split_at_mut(start);
             low[0][piece.range.clone()].copy_from_slice(&high[0][piece.range.clone()]);
         }
+        // Pieces come in buffer order: a bucket's last piece completes it.
+        done[piece.range.start / config.bucket_elements] = Some(started.elapsed());
     }
+    done
 }
 
 fn timed_out(what: &'static str, member: usize, timeout: Duration) -> CollectiveError {
@@ -480,7 +572,8 @@ async fn distributed_all_reduce(
     config: &CollectiveConfig,
     sequence: u64,
     gradients: &mut [Vec<f32>],
-) -> Result<(), CollectiveError> {
+    started: Instant,
+) -> Result<Vec<Option<Duration>>, CollectiveError> {
     let workers = layout.workers();
     let virtual_ranks = layout.virtual_ranks();
     let next = (me + 1) % workers;
@@ -507,6 +600,21 @@ async fn distributed_all_reduce(
         .collect();
     let mut remaining = awaiting_partial.iter().filter(|&&a| a).count()
         + awaiting_final.iter().filter(|&&a| a).count();
+    // A piece is complete here once nothing more is awaited for it; a
+    // bucket once all its pieces are.
+    let bucket_of = |index: usize| pieces[index].range.start / config.bucket_elements;
+    let mut done = vec![None; len.div_ceil(config.bucket_elements)];
+    let mut incomplete = vec![0usize; done.len()];
+    for (index, (partial, last)) in awaiting_partial.iter().zip(&awaiting_final).enumerate() {
+        if *partial || *last {
+            incomplete[bucket_of(index)] += 1;
+        }
+    }
+    for (bucket, count) in incomplete.iter().enumerate() {
+        if *count == 0 {
+            done[bucket] = Some(started.elapsed());
+        }
+    }
     let header = |phase: CollectivePhase, range: &Range<usize>| ChunkHeader {
         collective: sequence,
         phase,
@@ -628,11 +736,18 @@ async fn distributed_all_reduce(
                 }
             }
             remaining -= 1;
+            if !awaiting_partial[index] && !awaiting_final[index] {
+                let bucket = bucket_of(index);
+                incomplete[bucket] -= 1;
+                if incomplete[bucket] == 0 {
+                    done[bucket] = Some(started.elapsed());
+                }
+            }
         }
         Ok::<(), CollectiveError>(())
     };
     tokio::try_join!(sender, receiver)?;
-    Ok(())
+    Ok(done)
 }
 
 /// Largest broadcast piece, bytes.
