@@ -11,8 +11,10 @@
 //! metric nobody exports fails here. Without the prometheus binary the test
 //! says it was skipped and why; `.ci/run` installs it.
 //!
-//! Also: `shoal run --metrics-addr` serves its coordinator's and workers'
-//! metrics while it trains, and the files of `deploy/` agree with each other.
+//! The same Prometheus loads `deploy/prometheus/alerts.yml`: every alerting
+//! rule must evaluate without error. Also: `shoal run --metrics-addr` serves
+//! its coordinator's and workers' metrics while it trains, and the files of
+//! `deploy/` agree with each other.
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -342,6 +344,46 @@ impl PrometheusProcess {
     }
 }
 
+/// Waits until Prometheus has evaluated every alerting rule of
+/// `deploy/prometheus/alerts.yml`; returns the rules that failed to.
+fn rule_failures(prometheus: &PrometheusProcess) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let (_, body) = http_get(&prometheus.address, "/api/v1/rules").unwrap();
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        let rules: Vec<&Value> = answer["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|group| group["rules"].as_array().into_iter().flatten())
+            .collect();
+        assert!(
+            !rules.is_empty(),
+            "Prometheus loaded no alerting rule: {body}\n{}",
+            prometheus.log()
+        );
+        let failed: Vec<String> = rules
+            .iter()
+            .filter(|rule| rule["health"] == "err")
+            .map(|rule| {
+                format!(
+                    "alerting rule `{}` does not evaluate: {}\n  {}",
+                    rule["name"], rule["lastError"], rule["query"]
+                )
+            })
+            .collect();
+        let evaluated = rules.iter().all(|rule| rule["health"] != "unknown");
+        if !failed.is_empty() || evaluated {
+            return failed;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "Prometheus did not evaluate every rule in {LIMIT:?}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 // ---- the dashboard ----
 
 /// One query of the dashboard: where it is and its PromQL.
@@ -480,6 +522,8 @@ fn every_dashboard_query_returns_series_from_a_scraped_cluster() {
   scrape_interval: 1s
   scrape_timeout: 900ms
   evaluation_interval: 1s
+rule_files:
+  - "{}"
 scrape_configs:
   - job_name: shoal-coordinator
     static_configs:
@@ -488,6 +532,7 @@ scrape_configs:
     static_configs:
       - targets: [{}]
 "#,
+        repository().join("deploy/prometheus/alerts.yml").display(),
         // The coordinator prints a URL; a target is HOST:PORT.
         coordinator.http.trim_start_matches("http://"),
         worker_metrics
@@ -535,7 +580,7 @@ scrape_configs:
     });
 
     let settled = Instant::now();
-    let mut failures = Vec::new();
+    let mut failures = rule_failures(&prometheus);
     for query in &queries {
         let expression = match substitute_variables(&query.expression) {
             Ok(expression) => expression,
@@ -574,7 +619,7 @@ scrape_configs:
     }
     assert!(
         failures.is_empty(),
-        "{} of {} dashboard queries failed against the scraped cluster:\n\n{}",
+        "{} failures among the alerting rules and the {} dashboard queries run against the scraped cluster:\n\n{}",
         failures.len(),
         queries.len(),
         failures.join("\n\n")
