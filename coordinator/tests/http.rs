@@ -382,6 +382,21 @@ async fn metrics_history_and_checkpoint_download() {
     assert_eq!(records[3].bytes, 27);
     let detail = api.get("/v1/jobs/1").await.json();
     assert_eq!(detail["latest_checkpoint"]["step"], 40);
+    let text = String::from_utf8(
+        api.call(Method::GET, "/metrics", None, None, Body::empty())
+            .await
+            .body,
+    )
+    .unwrap();
+    for expected in [
+        "shoal_job_step{job_id=\"1\"} 3",
+        "shoal_checkpoints_written_total{job_id=\"1\"} 4",
+        "shoal_checkpoint_write_seconds_count{job_id=\"1\"} 4",
+        "shoal_checkpoint_step{job_id=\"1\"} 40",
+        "shoal_checkpoint_bytes{job_id=\"1\"} 27",
+    ] {
+        assert!(text.contains(expected), "no `{expected}` in\n{text}");
+    }
 
     // A recorded checkpoint whose file vanished is a clear 500, not a crash.
     std::fs::remove_file(&records[3].path).unwrap();
@@ -434,6 +449,43 @@ async fn workers_and_prometheus_metrics() {
         "shoal_api_requests_total{route=\"/v1/jobs\",status=\"201\"} 1",
         "shoal_api_requests_total{route=\"/v1/jobs/{id}\",status=\"404\"} 1",
         "shoal_api_requests_total{route=\"/v1/jobs\",status=\"401\"} 1",
+    ] {
+        assert!(text.contains(expected), "no `{expected}` in\n{text}");
+    }
+
+    // Cancelled: its ring is released; transitions, the ring formed and its
+    // reasons, registrations and request times are counted.
+    let cancelled = api
+        .call(
+            Method::POST,
+            "/v1/jobs/1/cancel",
+            Some(TOKEN),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK);
+    let text = String::from_utf8(
+        api.call(Method::GET, "/metrics", None, None, Body::empty())
+            .await
+            .body,
+    )
+    .unwrap();
+    for expected in [
+        "shoal_jobs_submitted_total 1",
+        "shoal_workers_registered_total 1",
+        "shoal_workers_lost_total 0",
+        "shoal_job_transitions_total{from=\"queued\",to=\"running\"} 1",
+        "shoal_job_transitions_total{from=\"running\",to=\"cancelled\"} 1",
+        // every allowed transition exists, at zero until it happens
+        "shoal_job_transitions_total{from=\"queued\",to=\"failed\"} 0",
+        "shoal_job_transitions_total{from=\"waiting_for_workers\",to=\"running\"} 0",
+        "shoal_ring_formations_total{job_id=\"1\",reason=\"start\"} 1",
+        "shoal_ring_formations_total{job_id=\"1\",reason=\"worker_lost\"} 0",
+        "shoal_ring_formations_total{job_id=\"1\",reason=\"worker_joined\"} 0",
+        "shoal_ring_generation{job_id=\"1\"}",
+        "shoal_ring_members{job_id=\"1\"} 0",
+        "shoal_api_request_duration_seconds_count{route=\"/v1/jobs/{id}/cancel\"} 1",
     ] {
         assert!(text.contains(expected), "no `{expected}` in\n{text}");
     }
