@@ -170,7 +170,7 @@ pub fn document() -> Value {
             },
             "/metrics": {
                 "get": {
-                    "summary": "Prometheus metrics (no token needed): shoal_jobs{state}, shoal_workers_alive, shoal_api_requests_total{route,status}",
+                    "summary": "Prometheus metrics (no token needed): jobs by state and transitions, workers, rings, checkpoints, API requests (docs/metrics.md)",
                     "security": [],
                     "responses": { "200": { "description": "Prometheus text format", "content": { "text/plain": { "schema": { "type": "string" } } } } }
                 }
