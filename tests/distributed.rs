@@ -331,7 +331,7 @@ fn two_worker_processes_train_a_job_to_the_single_worker_checkpoint() {
 #[test]
 fn a_joining_worker_and_a_killed_one_leave_the_checkpoint_unchanged() {
     let directory = scratch("elastic");
-    let spec = job_spec(&directory, 120, 4, "min = 2\nmax = 4");
+    let spec = job_spec(&directory, 1500, 4, "min = 2\nmax = 4");
     let expected = single_worker_sha256(&directory, &spec);
     let coordinator = start_coordinator(&directory.join("coordinator"), "127.0.0.1:0");
     let mut workers = vec![
@@ -376,7 +376,7 @@ fn a_joining_worker_and_a_killed_one_leave_the_checkpoint_unchanged() {
 #[test]
 fn a_worker_stopped_with_sigterm_leaves_cleanly_and_the_job_goes_on() {
     let directory = scratch("sigterm");
-    let spec = job_spec(&directory, 60, 3, "min = 2");
+    let spec = job_spec(&directory, 1500, 3, "min = 2");
     let expected = single_worker_sha256(&directory, &spec);
     let coordinator = start_coordinator(&directory.join("coordinator"), "127.0.0.1:0");
     let mut workers = [
@@ -439,7 +439,7 @@ fn a_worker_stopped_with_sigterm_leaves_cleanly_and_the_job_goes_on() {
 #[test]
 fn a_job_below_min_workers_waits_then_resumes() {
     let directory = scratch("hold");
-    let spec = job_spec(&directory, 80, 2, "min = 2");
+    let spec = job_spec(&directory, 1500, 2, "min = 2");
     let expected = single_worker_sha256(&directory, &spec);
     let coordinator = start_coordinator(&directory.join("coordinator"), "127.0.0.1:0");
     let mut workers = vec![
@@ -464,7 +464,7 @@ fn a_job_below_min_workers_waits_then_resumes() {
 #[test]
 fn a_job_survives_a_coordinator_restart() {
     let directory = scratch("restart");
-    let spec = job_spec(&directory, 100, 2, "min = 2");
+    let spec = job_spec(&directory, 1500, 2, "min = 2");
     let expected = single_worker_sha256(&directory, &spec);
     let data_dir = directory.join("coordinator");
     let mut coordinator = start_coordinator(&data_dir, "127.0.0.1:0");
