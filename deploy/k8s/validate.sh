@@ -7,6 +7,8 @@
 # step says so and the raw files are validated instead).
 set -euo pipefail
 cd "$(dirname "$0")"
+# The dashboard's ConfigMap is generated from deploy/grafana: it must agree.
+python3 grafana-dashboard.py --check
 version="${KUBERNETES_VERSION:-1.37.0}"
 rendered=$(mktemp)
 trap 'rm -f "$rendered"' EXIT
