@@ -1,7 +1,8 @@
 //! The distributed runtime with real processes: `shoal coordinator` and
 //! `shoal worker`s on loopback. A job completes on two workers; a fourth
 //! worker joins a running job and one is killed with SIGKILL; a job below
-//! `min_workers` waits and resumes; a worker stopped with SIGTERM leaves
+//! `min_workers` waits and resumes; a hung worker (SIGSTOP) is declared
+//! dead and registers again when woken; a worker stopped with SIGTERM leaves
 //! cleanly (exit status 0) and the job goes on without it; the coordinator is killed and restarted
 //! mid-job. Every job's final checkpoint (downloaded from the coordinator)
 //! has the SHA-256 of `shoal run --workers 1` of the same spec.
@@ -51,14 +52,19 @@ impl Process {
         self.0.wait().expect("reap the process");
     }
 
+    /// Sends `signal` (STOP, CONT, ...) to the process.
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
     /// Sends SIGTERM and waits for the process to exit (a bounded wait:
     /// a process that ignores SIGTERM fails the test instead of hanging it).
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -TERM failed");
+        self.signal("TERM");
         let started = Instant::now();
         loop {
             if let Some(status) = self.0.try_wait().expect("poll the process") {
@@ -434,6 +440,71 @@ fn a_worker_stopped_with_sigterm_leaves_cleanly_and_the_job_goes_on() {
         expected,
         "{transitions}"
     );
+}
+
+#[test]
+fn a_hung_worker_is_declared_dead_and_comes_back_as_a_new_member() {
+    let directory = scratch("hung");
+    let spec = job_spec(&directory, 1500, 3, "min = 2");
+    let expected = single_worker_sha256(&directory, &spec);
+    let coordinator = start_coordinator(&directory.join("coordinator"), "127.0.0.1:0");
+    let workers = [
+        start_worker(&coordinator, "a"),
+        start_worker(&coordinator, "b"),
+        start_worker(&coordinator, "c"),
+    ];
+    let id = submit(&coordinator, &spec);
+    let stop_at = random_step(2..30);
+    let job = wait_for(&coordinator, id, "progress on three workers", |job| {
+        (last_step(job) >= stop_at && job["workers"].as_array().map_or(0, Vec::len) == 3)
+            || completed(job)
+    });
+    assert!(!completed(&job), "the job ended before the hang: {job:#}");
+    // SIGSTOP: the process lives but answers nothing (a hang, a stuck
+    // kernel, a partitioned host). Its heartbeats stop; the coordinator
+    // declares it dead and the other two go on.
+    workers[2].signal("STOP");
+    let job = wait_for(&coordinator, id, "the job on the two others", |job| {
+        job["workers"].as_array().map_or(0, Vec::len) == 2 || completed(job)
+    });
+    let progress = last_step(&job);
+    wait_for(
+        &coordinator,
+        id,
+        "progress without the hung worker",
+        |job| last_step(job) > progress || completed(job),
+    );
+    // Woken up, it finds its ring gone and registers again; the job ends
+    // with the checkpoint of an uninterrupted run either way.
+    workers[2].signal("CONT");
+    let job = wait_for(&coordinator, id, "completion", completed);
+    let transitions = job["transitions"].to_string();
+    assert_eq!(
+        downloaded_checkpoint_sha256(&coordinator, id),
+        expected,
+        "{transitions}"
+    );
+    let runtime = runtime();
+    let started = Instant::now();
+    loop {
+        let listed = runtime
+            .block_on(client(&coordinator).workers())
+            .expect("list the workers");
+        let names: Vec<&str> = listed["workers"]
+            .as_array()
+            .expect("a list of workers")
+            .iter()
+            .filter_map(|worker| worker["name"].as_str())
+            .collect();
+        if names.contains(&"c") {
+            break;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "the woken worker never registered again: {listed:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
