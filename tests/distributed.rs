@@ -10,9 +10,7 @@
 //! Waits are bounded polls of the HTTP API with clear failure messages;
 //! heartbeats time out after 1.5 s and collectives after 3 s so deaths are
 //! noticed quickly.
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use coordinator::JobId;
@@ -20,136 +18,26 @@ use coordinator::client::Client;
 use coordinator::spec::SpecFormat;
 use serde_json::Value;
 
-const LIMIT: Duration = Duration::from_secs(180);
+mod common;
 
-fn shoal() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    command.env("RUST_BACKTRACE", "0").env("RUST_LOG", "warn");
-    command
-}
+use common::{CoordinatorProcess, LIMIT, Process, runtime, shoal};
 
 fn scratch(name: &str) -> PathBuf {
-    let directory =
-        std::env::temp_dir().join(format!("shoal-distributed-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
-    std::fs::create_dir_all(&directory).unwrap();
-    directory
+    common::scratch("distributed", name)
 }
 
-/// A child process killed when dropped (a failing test leaves no orphans).
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Process {
-    fn kill(&mut self) {
-        self.0.kill().expect("SIGKILL the process");
-        self.0.wait().expect("reap the process");
-    }
-
-    /// Sends `signal` (STOP, CONT, ...) to the process.
-    fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &self.0.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{signal} failed");
-    }
-
-    /// Sends SIGTERM and waits for the process to exit (a bounded wait:
-    /// a process that ignores SIGTERM fails the test instead of hanging it).
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        self.signal("TERM");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.0.try_wait().expect("poll the process") {
-                return status;
-            }
-            assert!(
-                started.elapsed() < LIMIT,
-                "the process did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-struct CoordinatorProcess {
-    process: Process,
-    http: String,
-    quic: String,
-    api_token: String,
-    join_token: String,
-}
-
-/// Starts `shoal coordinator` on `data_dir` (QUIC on `quic`, "127.0.0.1:0"
-/// for any port) and reads its addresses from what it prints.
+/// A coordinator whose heartbeats time out after 1.5 s, so deaths are
+/// noticed quickly; `quic` is its worker address (`127.0.0.1:0` for any).
 fn start_coordinator(data_dir: &Path, quic: &str) -> CoordinatorProcess {
-    let mut child = shoal()
-        .args(["coordinator", "--data-dir"])
-        .arg(data_dir)
-        .args(["--http-addr", "127.0.0.1:0", "--quic-addr", quic])
-        .args(["--heartbeat-timeout-ms", "1500"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the coordinator");
-    let stdout = child.stdout.take().unwrap();
-    let process = Process(child);
-    let (mut http, mut quic) = (None, None);
-    let mut lines = BufReader::new(stdout).lines();
-    for line in lines.by_ref() {
-        let line = line.expect("the coordinator's output");
-        if let Some(rest) = line.trim().strip_prefix("HTTP API:") {
-            http = rest.split_whitespace().next().map(str::to_string);
-        }
-        if let Some(rest) = line.trim().strip_prefix("workers (QUIC):") {
-            quic = rest.split_whitespace().next().map(str::to_string);
-        }
-        if http.is_some() && quic.is_some() {
-            break;
-        }
-    }
-    // Keep reading: a closed pipe would fail the coordinator's next print.
-    std::thread::spawn(move || lines.for_each(drop));
-    let read = |name: &str| {
-        std::fs::read_to_string(data_dir.join(name))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    CoordinatorProcess {
-        process,
-        http: http.expect("the coordinator prints its HTTP address"),
-        quic: quic.expect("the coordinator prints its QUIC address"),
-        api_token: read("api-token"),
-        join_token: read("join-token"),
-    }
+    common::start_coordinator(
+        data_dir,
+        &["--quic-addr", quic, "--heartbeat-timeout-ms", "1500"],
+    )
 }
 
+/// A worker whose collectives time out after 3 s.
 fn start_worker(coordinator: &CoordinatorProcess, name: &str) -> Process {
-    let child = shoal()
-        .args(["worker", "--coordinator", &coordinator.quic])
-        .args(["--join-token", &coordinator.join_token])
-        .args(["--threads", "1", "--listen-addr", "127.0.0.1:0"])
-        .args(["--collective-timeout-ms", "3000", "--name", name])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start a worker");
-    Process(child)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    common::start_worker(coordinator, name, &["--collective-timeout-ms", "3000"])
 }
 
 fn client(coordinator: &CoordinatorProcess) -> Client {
@@ -207,16 +95,7 @@ fn downloaded_checkpoint_sha256(coordinator: &CoordinatorProcess, id: u64) -> St
 /// Generated digits and a job spec on them.
 fn job_spec(directory: &Path, steps: u64, virtual_ranks: u32, workers: &str) -> String {
     let data = directory.join("digits.parquet");
-    let generated = shoal()
-        .args(["data", "gen", "digits", "--out"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        generated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&generated.stderr)
-    );
+    common::generate_digits(&data);
     format!(
         r#"
 name = "distributed"
@@ -347,10 +226,9 @@ fn a_joining_worker_and_a_killed_one_leave_the_checkpoint_unchanged() {
     ];
     let id = submit(&coordinator, &spec);
     let join_at = random_step(2..20);
-    let job = wait_for(&coordinator, id, "progress", |job| {
+    wait_for(&coordinator, id, "progress", |job| {
         last_step(job) >= join_at && job["workers"].as_array().map_or(0, Vec::len) == 3
     });
-    let generation = job["ring_generation"].as_u64().unwrap();
     workers.push(start_worker(&coordinator, "d"));
     let job = wait_for(&coordinator, id, "a fourth member", |job| {
         job["workers"].as_array().map_or(0, Vec::len) == 4 || completed(job)
@@ -367,10 +245,22 @@ fn a_joining_worker_and_a_killed_one_leave_the_checkpoint_unchanged() {
     // one was in every ring).
     workers[1].kill();
     let job = wait_for(&coordinator, id, "completion", completed);
-    assert!(
-        job["ring_generation"].as_u64().unwrap_or(0) > generation || completed(&job),
-        "{job:#}"
-    );
+    // The coordinator's metrics count the rings: one for the joining
+    // worker and one for the survivors of the kill.
+    let address = coordinator.http.trim_start_matches("http://");
+    let (status, metrics) = common::http_get(address, "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200, "{metrics}");
+    let job_label = id.to_string();
+    let rings = |reason: &str| {
+        common::metric_value(
+            &metrics,
+            "shoal_ring_formations_total",
+            &[("job_id", &job_label), ("reason", reason)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(rings("worker_joined") >= 1.0, "{metrics}");
+    assert!(rings("worker_lost") >= 1.0, "{metrics}");
     let transitions = job["transitions"].to_string();
     assert_eq!(
         downloaded_checkpoint_sha256(&coordinator, id),

@@ -15,10 +15,8 @@
 //! rule must evaluate without error. Also: `shoal run --metrics-addr` serves
 //! its coordinator's and workers' metrics while it trains, and the files of
 //! `deploy/` agree with each other.
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use coordinator::JobId;
@@ -26,9 +24,10 @@ use coordinator::client::Client;
 use coordinator::spec::SpecFormat;
 use serde_json::Value;
 
-/// Longest wait for anything (a job, a scrape): a failure, never a timing
-/// assertion.
-const LIMIT: Duration = Duration::from_secs(180);
+mod common;
+
+use common::{CoordinatorProcess, LIMIT, Process, free_port, http_get, runtime, shoal};
+
 /// How long an expression may keep returning nothing once Prometheus has
 /// scraped every target several times after the job ended (a rate needs
 /// two samples in its window).
@@ -38,37 +37,8 @@ fn repository() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn shoal() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    command.env("RUST_BACKTRACE", "0").env("RUST_LOG", "warn");
-    command
-}
-
 fn scratch(name: &str) -> PathBuf {
-    let directory =
-        std::env::temp_dir().join(format!("shoal-prometheus-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
-    std::fs::create_dir_all(&directory).unwrap();
-    directory
-}
-
-/// A child process killed when dropped (a failing test leaves no orphans).
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A free TCP port on loopback (bound, then released for the child).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::scratch("prometheus", name)
 }
 
 /// The Prometheus binary: `SHOAL_PROMETHEUS`, else `prometheus` on the
@@ -103,111 +73,21 @@ fn percent_encode(text: &str) -> String {
     encoded
 }
 
-/// `GET http://{address}{target}` over HTTP/1.0 (so the body is never
-/// chunked); returns the status and the body.
-fn http_get(address: &str, target: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(stream, "GET {target} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP header end in {response:?}")))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {head:?}")))?;
-    Ok((status, body.to_string()))
-}
-
 // ---- the cluster ----
 
-struct CoordinatorProcess {
-    _process: Process,
-    http: String,
-    quic: String,
-    api_token: String,
-    join_token: String,
-}
-
 fn start_coordinator(data_dir: &Path) -> CoordinatorProcess {
-    let mut child = shoal()
-        .args(["coordinator", "--data-dir"])
-        .arg(data_dir)
-        .args(["--http-addr", "127.0.0.1:0", "--quic-addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the coordinator");
-    let stdout = child.stdout.take().unwrap();
-    let process = Process(child);
-    let (mut http, mut quic) = (None, None);
-    let mut lines = BufReader::new(stdout).lines();
-    for line in lines.by_ref() {
-        let line = line.expect("the coordinator's output");
-        if let Some(rest) = line.trim().strip_prefix("HTTP API:") {
-            http = rest.split_whitespace().next().map(str::to_string);
-        }
-        if let Some(rest) = line.trim().strip_prefix("workers (QUIC):") {
-            quic = rest.split_whitespace().next().map(str::to_string);
-        }
-        if http.is_some() && quic.is_some() {
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    let read = |name: &str| {
-        std::fs::read_to_string(data_dir.join(name))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    CoordinatorProcess {
-        _process: process,
-        http: http.expect("the coordinator prints its HTTP address"),
-        quic: quic.expect("the coordinator prints its QUIC address"),
-        api_token: read("api-token"),
-        join_token: read("join-token"),
-    }
+    common::start_coordinator(data_dir, &[])
 }
 
 fn start_worker(coordinator: &CoordinatorProcess, name: &str, metrics: &str) -> Process {
-    let child = shoal()
-        .args(["worker", "--coordinator", &coordinator.quic])
-        .args(["--join-token", &coordinator.join_token])
-        .args(["--threads", "1", "--listen-addr", "127.0.0.1:0"])
-        .args(["--name", name, "--metrics-addr", metrics])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start a worker");
-    Process(child)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    common::start_worker(coordinator, name, &["--metrics-addr", metrics])
 }
 
 /// Generated digits and a job spec on them: an MLP on `virtual_ranks`
 /// ranks, checkpointed every 10 steps.
 fn job_spec(directory: &Path, steps: u64, workers: u32) -> String {
     let data = directory.join("digits.parquet");
-    let generated = shoal()
-        .args(["data", "gen", "digits", "--out"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        generated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&generated.stderr)
-    );
+    common::generate_digits(&data);
     format!(
         r#"
 name = "observed"
