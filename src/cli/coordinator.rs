@@ -38,6 +38,11 @@ pub(crate) struct CoordinatorArgs {
     /// on first start); it must pin this coordinator's certificate.
     #[arg(long, env = "SHOAL_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
+    /// Also write the join token to this file at every start (atomically,
+    /// owner-only), e.g. on a volume that workers mount and read with
+    /// `shoal worker --join-token-file`.
+    #[arg(long, env = "SHOAL_JOIN_TOKEN_OUT")]
+    join_token_out: Option<PathBuf>,
     /// Seconds without a heartbeat after which a worker is declared dead
     /// (workers heartbeat three times per timeout).
     #[arg(long, env = "SHOAL_HEARTBEAT_TIMEOUT_S", default_value_t = 10)]
@@ -135,7 +140,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// `shoal coordinator`: creates the tokens on first start, opens the job
-/// store and serves the HTTP API until Ctrl-C.
+/// store and serves the HTTP API until Ctrl-C or SIGTERM.
 pub(crate) fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     runtime()?.block_on(serve(args))
 }
@@ -158,6 +163,10 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
         advertised,
         args.join_token.as_deref(),
     )?;
+
+    if let Some(out) = &args.join_token_out {
+        export_join_token(out, &join_token.to_string())?;
+    }
 
     let heartbeat_timeout = match args.heartbeat_timeout_ms {
         Some(milliseconds) => Duration::from_millis(milliseconds.max(30)),
@@ -223,6 +232,9 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
         where_(join_source, &join_token_path),
         identity.fingerprint()
     );
+    if let Some(out) = &args.join_token_out {
+        println!("  join token also written to {}", out.display());
+    }
     println!();
     println!("Submit a job:");
     println!(
@@ -236,11 +248,61 @@ async fn serve(args: CoordinatorArgs) -> anyhow::Result<()> {
         join_token_path.display()
     );
 
-    coordinator::http::serve(listener, coordinator, async {
+    coordinator::http::serve(listener, coordinator, shutdown_signal())
+        .await
+        .context("serving the HTTP API")
+}
+
+/// Writes the join token to `out` for workers to read: a temporary file in
+/// the same folder, synced, then renamed, so a worker never reads half a
+/// token.
+fn export_join_token(out: &std::path::Path, token: &str) -> anyhow::Result<()> {
+    let folder = out
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(folder)
+        .with_context(|| format!("creating {} for the join token", folder.display()))?;
+    let name = out
+        .file_name()
+        .with_context(|| format!("--join-token-out {} names no file", out.display()))?;
+    let temporary = folder.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&temporary);
+    tokens::write_secret(&temporary, token)
+        .with_context(|| format!("writing the join token to {}", temporary.display()))?;
+    std::fs::rename(&temporary, out)
+        .with_context(|| format!("moving the join token to {}", out.display()))
+}
+
+/// Completes on Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send;
+/// as a container's first process, an unhandled SIGTERM would be ignored).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "no SIGTERM handler: only Ctrl-C stops the coordinator");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            () = terminate => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
         let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
-    .context("serving the HTTP API")
+    }
 }
 
 fn client(args: &ClientArgs) -> anyhow::Result<Client> {
