@@ -138,15 +138,15 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Ok(output) = self.command(&["logs", "--no-color", "--tail=60"]).output() {
-                eprintln!(
-                    "--- last logs of {}:\n{}{}",
-                    self.project,
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
+        if std::thread::panicking()
+            && let Ok(output) = self.command(&["logs", "--no-color", "--tail=60"]).output()
+        {
+            eprintln!(
+                "--- last logs of {}:\n{}{}",
+                self.project,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         match self
             .command(&["down", "--volumes", "--remove-orphans", "--timeout", "5"])
