@@ -34,8 +34,14 @@ stage=target-docker
 started=$(date +%s)
 
 echo "== shoal: static release build ($triple, target dir $target_dir)"
-RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
-    "${CARGO:-cargo}" build --release --locked --target "$triple" --bin shoal
+# A fixed environment: build scripts (ring's, through cc) rerun when
+# variables they watch change, and `cargo test` (which runs this script from
+# tests/docker_compose.rs) sets others than a shell does; with the same
+# environment from everywhere, a second run finds the build up to date.
+env -i PATH="$PATH" HOME="$HOME" \
+    ${CARGO_HOME:+CARGO_HOME="$CARGO_HOME"} ${RUSTUP_HOME:+RUSTUP_HOME="$RUSTUP_HOME"} \
+    RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
+    cargo build --release --locked --target "$triple" --bin shoal
 binary="$target_dir/$triple/release/shoal"
 if ldd "$binary" 2>&1 | grep -q '=>'; then
     echo "build-images.sh: $binary is not statically linked:" >&2
