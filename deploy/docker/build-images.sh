@@ -90,4 +90,5 @@ if $prometheus; then
 fi
 
 echo "== images built in $(($(date +%s) - started)) s:"
-docker images --format '   {{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E "^   shoal(-prometheus)?:$tag " || true
+docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' |
+    grep -E "^shoal(-prometheus)?:$tag " | sed 's/^/   /' || true
