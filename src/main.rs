@@ -56,14 +56,21 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Services log their life (registrations, rings, checkpoints) at info;
+    // commands a person watches (run, demo, the clients) print their own
+    // progress and show only warnings and errors. RUST_LOG overrides both.
+    let default_level = match cli.command {
+        Command::Coordinator(_) | Command::Worker(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     // Datasets, initial checkpoints and outputs may be object-store URLs
     // (`s3://bucket/prefix/`) everywhere: the CLI, the coordinator's
     // planning and the workers' reading all open data through `datasets`.

@@ -137,7 +137,18 @@ async fn serve_worker(
             Ok(Some(frame)) => (frame.message, frame.payload),
             Ok(None) => break,
             Err(error) => {
-                tracing::warn!(worker = %id, %error, "worker connection ended");
+                // A worker that leaves closes with the normal code (SIGTERM,
+                // the end of `shoal run`): an event, not a warning.
+                let left_in_order = matches!(
+                    registered.connection.close_reason(),
+                    Some(quinn::ConnectionError::ApplicationClosed(close))
+                        if close.error_code == protocol::transport::CLOSE_NORMAL.into()
+                );
+                if left_in_order {
+                    tracing::info!(worker = %id, "worker closed its connection");
+                } else {
+                    tracing::warn!(worker = %id, %error, "worker connection ended");
+                }
                 break;
             }
         };
