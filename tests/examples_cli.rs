@@ -1,7 +1,8 @@
 //! Every job spec under `examples/jobs/` runs as is with `shoal run` on data
 //! from `shoal data gen` (a few steps each, `--steps 2`), and writes the
 //! report folder: metrics, checkpoint, loss curves (PNG and SVG), and a
-//! sample grid for the image generators.
+//! sample grid for the image generators. `shoal demo --steps 3` trains its
+//! four jobs and writes its summary and report folders.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -114,5 +115,61 @@ fn every_example_runs_on_generated_data_and_writes_its_report() {
             "{stem}: samples.png"
         );
     }
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+#[test]
+fn the_demo_trains_its_four_jobs_and_writes_the_summary_and_reports() {
+    let directory = scratch("demo");
+    let out = directory.join("demo");
+    let run = shoal(
+        &directory,
+        &[
+            "demo",
+            "--steps",
+            "3",
+            "--plain",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    check_succeeded("shoal demo --steps 3", &run);
+    let printed = String::from_utf8_lossy(&run.stdout);
+    for model in ["mamba", "vae", "gan", "gcn"] {
+        assert!(
+            printed.contains(model),
+            "the summary names {model}: {printed}"
+        );
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let jobs = summary.as_array().or_else(|| summary["jobs"].as_array());
+    let jobs = jobs.expect("summary.json lists the jobs");
+    assert_eq!(jobs.len(), 4, "{summary:#}");
+    for job in [
+        "mamba-selective-copy",
+        "vae-digits",
+        "gan-digits",
+        "gcn-sbm",
+    ] {
+        let folder = out.join(job);
+        assert!(folder.join("checkpoint.safetensors").exists(), "{job}");
+        assert!(is_png(&folder.join("loss.png")), "{job}: loss.png");
+        assert!(folder.join("score.json").exists(), "{job}: score.json");
+    }
+    assert!(is_png(&out.join("vae-digits/samples.png")));
+    assert!(is_png(&out.join("gan-digits/samples.png")));
+    // The last step is an evaluation step of Mamba's and the GCN's specs.
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("gcn-sbm/metrics.json")).unwrap())
+            .unwrap();
+    let last = metrics["steps"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["evaluation"]["eval_loss"]
+            .as_f64()
+            .unwrap()
+            .is_finite(),
+        "{last:#}"
+    );
     let _ = std::fs::remove_dir_all(&directory);
 }
