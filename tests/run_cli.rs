@@ -269,3 +269,31 @@ fn evaluation_scores_held_out_data_on_its_interval_and_at_the_end() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("nowhere.parquet"), "{stderr}");
 }
+
+#[test]
+fn a_job_resumed_at_its_last_step_trains_nothing_and_keeps_the_checkpoint() {
+    let directory = scratch("resume-finished");
+    let data = directory.join("digits.parquet");
+    let generated = shoal(&["data", "gen", "digits", "--out", data.to_str().unwrap()]);
+    assert!(generated.status.success(), "{generated:?}");
+    let job = write_job(&directory, MLP_JOB);
+    let first = run_on(&directory, &job, &["1"]).remove(0);
+    let checkpoint = first.join("checkpoint.safetensors");
+    let resumed = format!(
+        "{MLP_JOB}[checkpoint]\ninitial = {:?}\n",
+        checkpoint.display().to_string()
+    );
+    let job = write_job(&directory, &resumed);
+    let out = directory.join("resumed");
+    let run = shoal(&["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no step was trained"));
+    assert_eq!(
+        std::fs::read(out.join("checkpoint.safetensors")).unwrap(),
+        std::fs::read(&checkpoint).unwrap()
+    );
+}

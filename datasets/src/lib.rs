@@ -9,7 +9,7 @@
 //!   samples live in and returns a [`Batch`] of flat arrays with shapes.
 //! - [`object`] lets an upper crate serve files from object storage
 //!   through a synchronous byte-range trait, [`ObjectSource`].
-//! - [`generate`] writes synthetic tasks; [`inspect`] describes files.
+//! - [`generate`] writes synthetic tasks; [`inspect()`](fn@inspect) describes files.
 //!
 //! The crate is pure in the project's sense: no async runtime, sockets or
 //! clock, and it depends on no other crate of the workspace.

@@ -306,7 +306,13 @@ pub(crate) fn write_report(
         })
         .collect();
     let title = format!("{} ({})", prepared.name, prepared.job.model_kind);
-    let mut written = plot_losses(out, "loss", &title, &loss_series(&steps))?;
+    // A job resumed from a checkpoint of its last step trains nothing.
+    let mut written = if steps.is_empty() {
+        eprintln!("no step was trained (the job starts at its last step): no loss curve");
+        Vec::new()
+    } else {
+        plot_losses(out, "loss", &title, &loss_series(&steps))?
+    };
     if let Some(images) = samples(
         &prepared.job.model_kind,
         &prepared.job.model_config,
