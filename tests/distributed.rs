@@ -269,24 +269,66 @@ fn a_joining_worker_and_a_killed_one_leave_the_checkpoint_unchanged() {
     );
 }
 
-#[test]
-fn a_worker_stopped_with_sigterm_leaves_cleanly_and_the_job_goes_on() {
-    let directory = scratch("sigterm");
+/// Polls the coordinator's worker list until `done` holds for the names
+/// of its registered workers; returns them. Panics after [`LIMIT`].
+fn wait_for_workers(
+    coordinator: &CoordinatorProcess,
+    what: &str,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let client = client(coordinator);
+    let runtime = runtime();
+    let started = Instant::now();
+    loop {
+        let listed = runtime
+            .block_on(client.workers())
+            .expect("list the workers");
+        let names: Vec<String> = listed["workers"]
+            .as_array()
+            .expect("a list of workers")
+            .iter()
+            .filter_map(|worker| worker["name"].as_str().map(str::to_string))
+            .collect();
+        if done(&names) {
+            return names;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "no {what} after {LIMIT:?}: {listed:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A coordinator and workers a, b and c training a 1500-step job
+/// (`min = 2`), past a random step with all three in the ring; also the
+/// job's id and the SHA-256 of the same job on one worker.
+fn three_workers_mid_job(name: &str) -> (CoordinatorProcess, [Process; 3], u64, String) {
+    let directory = scratch(name);
     let spec = job_spec(&directory, 1500, 3, "min = 2");
     let expected = single_worker_sha256(&directory, &spec);
     let coordinator = start_coordinator(&directory.join("coordinator"), "127.0.0.1:0");
-    let mut workers = [
+    let workers = [
         start_worker(&coordinator, "a"),
         start_worker(&coordinator, "b"),
         start_worker(&coordinator, "c"),
     ];
     let id = submit(&coordinator, &spec);
-    let stop_at = random_step(2..30);
+    let at = random_step(2..30);
     let job = wait_for(&coordinator, id, "progress on three workers", |job| {
-        (last_step(job) >= stop_at && job["workers"].as_array().map_or(0, Vec::len) == 3)
+        (last_step(job) >= at && job["workers"].as_array().map_or(0, Vec::len) == 3)
             || completed(job)
     });
-    assert!(!completed(&job), "the job ended before the stop: {job:#}");
+    assert!(
+        !completed(&job),
+        "the job ended before step {at}'s event: {job:#}"
+    );
+    (coordinator, workers, id, expected)
+}
+
+#[test]
+fn a_worker_stopped_with_sigterm_leaves_cleanly_and_the_job_goes_on() {
+    let (coordinator, mut workers, id, expected) = three_workers_mid_job("sigterm");
     let status = workers[2].terminate();
     assert!(
         status.success(),
@@ -294,31 +336,15 @@ fn a_worker_stopped_with_sigterm_leaves_cleanly_and_the_job_goes_on() {
     );
     // The coordinator sees the leave (the connection closed in order) and
     // forgets the worker; the job carries on with the other two.
-    let runtime = runtime();
     let listed = wait_for(&coordinator, id, "the job on two workers", |job| {
         job["workers"].as_array().map_or(0, Vec::len) == 2 || completed(job)
     });
-    let started = Instant::now();
-    loop {
-        let listed_workers = runtime
-            .block_on(client(&coordinator).workers())
-            .expect("list the workers");
-        let names: Vec<&str> = listed_workers["workers"]
-            .as_array()
-            .expect("a list of workers")
-            .iter()
-            .filter_map(|worker| worker["name"].as_str())
-            .collect();
-        if !names.contains(&"c") {
-            assert_eq!(names.len(), 2, "{listed_workers:#}");
-            break;
-        }
-        assert!(
-            started.elapsed() < LIMIT,
-            "the stopped worker is still registered: {listed_workers:#}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let names = wait_for_workers(
+        &coordinator,
+        "deregistration of the stopped worker",
+        |names| !names.iter().any(|name| name == "c"),
+    );
+    assert_eq!(names.len(), 2, "{names:?}");
     let job = wait_for(&coordinator, id, "completion", completed);
     let transitions = job["transitions"].to_string();
     assert!(
@@ -334,22 +360,7 @@ fn a_worker_stopped_with_sigterm_leaves_cleanly_and_the_job_goes_on() {
 
 #[test]
 fn a_hung_worker_is_declared_dead_and_comes_back_as_a_new_member() {
-    let directory = scratch("hung");
-    let spec = job_spec(&directory, 1500, 3, "min = 2");
-    let expected = single_worker_sha256(&directory, &spec);
-    let coordinator = start_coordinator(&directory.join("coordinator"), "127.0.0.1:0");
-    let workers = [
-        start_worker(&coordinator, "a"),
-        start_worker(&coordinator, "b"),
-        start_worker(&coordinator, "c"),
-    ];
-    let id = submit(&coordinator, &spec);
-    let stop_at = random_step(2..30);
-    let job = wait_for(&coordinator, id, "progress on three workers", |job| {
-        (last_step(job) >= stop_at && job["workers"].as_array().map_or(0, Vec::len) == 3)
-            || completed(job)
-    });
-    assert!(!completed(&job), "the job ended before the hang: {job:#}");
+    let (coordinator, workers, id, expected) = three_workers_mid_job("hung");
     // SIGSTOP: the process lives but answers nothing (a hang, a stuck
     // kernel, a partitioned host). Its heartbeats stop; the coordinator
     // declares it dead and the other two go on.
@@ -374,27 +385,9 @@ fn a_hung_worker_is_declared_dead_and_comes_back_as_a_new_member() {
         expected,
         "{transitions}"
     );
-    let runtime = runtime();
-    let started = Instant::now();
-    loop {
-        let listed = runtime
-            .block_on(client(&coordinator).workers())
-            .expect("list the workers");
-        let names: Vec<&str> = listed["workers"]
-            .as_array()
-            .expect("a list of workers")
-            .iter()
-            .filter_map(|worker| worker["name"].as_str())
-            .collect();
-        if names.contains(&"c") {
-            break;
-        }
-        assert!(
-            started.elapsed() < LIMIT,
-            "the woken worker never registered again: {listed:#}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_workers(&coordinator, "the woken worker registered again", |names| {
+        names.iter().any(|name| name == "c")
+    });
 }
 
 #[test]

@@ -61,24 +61,10 @@ fn a_job_gives_the_same_checkpoint_on_one_and_three_workers() {
     let generated = shoal(&["data", "gen", "digits", "--out", data.to_str().unwrap()]);
     assert!(generated.status.success(), "{generated:?}");
     let job = write_job(&directory, MLP_JOB);
-    let mut hashes = Vec::new();
-    for workers in ["1", "3"] {
-        let out = directory.join(format!("out-{workers}"));
-        let run = shoal(&[
-            "run",
-            job.to_str().unwrap(),
-            "--workers",
-            workers,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(
-            run.status.success(),
-            "{workers} workers: {}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        hashes.push(checkpoint_hash(&out));
-    }
+    let hashes: Vec<String> = run_on(&directory, &job, &["1", "3"])
+        .iter()
+        .map(|out| checkpoint_hash(out))
+        .collect();
     assert_eq!(hashes[0], hashes[1]);
 }
 
