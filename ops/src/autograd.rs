@@ -121,14 +121,37 @@ impl Tensor {
     /// When `grad_output`'s shape differs from this tensor's.
     #[track_caller]
     pub fn backward_with(&self, grad_output: Tensor) -> GradStore {
+        let mut store = GradStore::default();
+        self.backward_streaming(grad_output, |leaf, grad| store.accumulate(leaf, grad));
+        store
+    }
+
+    /// Backward pass that hands each leaf's gradient to `on_leaf` as soon
+    /// as it is final, instead of keeping them all to the end: the
+    /// data-parallel worker starts all-reducing the last layers' gradients
+    /// while backward is still computing the first layers'.
+    ///
+    /// A leaf's gradient is final when the walk reaches the leaf itself:
+    /// the walk is in reverse topological order, so every op that uses the
+    /// leaf has already passed its contribution on. `on_leaf` is called once
+    /// per leaf the loss depends on, in the order backward finishes them
+    /// (roughly last layers first).
+    ///
+    /// # Panics
+    /// When `grad_output`'s shape differs from this tensor's.
+    #[track_caller]
+    pub fn backward_streaming(
+        &self,
+        grad_output: Tensor,
+        mut on_leaf: impl FnMut(&Tensor, Tensor),
+    ) {
         assert_eq!(
             grad_output.shape(),
             self.shape(),
             "backward_with: seed shape"
         );
-        let mut store = GradStore::default();
         if !self.requires_grad() {
-            return store;
+            return;
         }
         let order = topological_order(self);
         let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
@@ -140,7 +163,7 @@ impl Tensor {
                 };
                 match node.origin() {
                     Origin::Constant => {}
-                    Origin::Leaf => store.accumulate(node, grad),
+                    Origin::Leaf => on_leaf(node, grad),
                     Origin::Op { op, inputs } => {
                         let input_grads = op.backward(inputs, node, &grad);
                         debug_assert_eq!(input_grads.len(), inputs.len(), "{}", op.name());
@@ -161,7 +184,6 @@ impl Tensor {
                 }
             }
         });
-        store
     }
 }
 

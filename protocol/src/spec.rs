@@ -97,7 +97,17 @@ pub struct JobSpec {
     /// How inputs are scaled and random inputs drawn.
     #[serde(default)]
     pub inputs: InputsSpec,
+    /// Largest all-reduce bucket of gradients, MiB (default
+    /// [`DEFAULT_GRADIENT_BUCKET_MIB`]). Buckets are all-reduced while
+    /// backward goes on; part of the summation order, so fixed per job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_bucket_mib: Option<f64>,
 }
+
+/// Default largest gradient bucket, MiB. Every model of the zoo fits in
+/// one bucket (one all-reduce per step); see BENCHMARKS.md for the
+/// measurement behind it.
+pub const DEFAULT_GRADIENT_BUCKET_MIB: f64 = 16.0;
 
 /// `[inputs]`: scaling of the data and the random inputs the trainer draws
 /// (every draw keyed by seed, epoch and sample id).
@@ -651,6 +661,14 @@ impl JobSpec {
             }
         }
 
+        if let Some(mib) = self.gradient_bucket_mib
+            && !(mib.is_finite() && mib * 1048576.0 >= 4.0 && mib <= 4096.0)
+        {
+            return Err(bad(
+                "gradient_bucket_mib",
+                format!("{mib} is not between 4 bytes and 4096 MiB"),
+            ));
+        }
         // ---- workers ----
         if self.workers.min == 0 {
             return Err(bad("workers.min", "must be at least 1"));

@@ -37,6 +37,12 @@ pub(crate) enum BenchCommand {
     AllreduceWorker(super::bench_allreduce::AllreduceWorkerArgs),
     /// Training-step time of every model (as `pytorch_bench.py`).
     Models(bench_models::ModelsArgs),
+    /// Data-parallel training step over worker processes on this machine
+    /// (as `pytorch_ddp_bench.py`).
+    Train(super::bench_train::TrainArgs),
+    /// One worker process of `bench train` (started by it).
+    #[command(hide = true)]
+    TrainWorker(super::bench_train::TrainWorkerArgs),
 }
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -52,6 +58,8 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Gemm(args) => crate::cli::bench_gemm::run(args),
         BenchCommand::Allreduce(args) => super::bench_allreduce::run(args),
         BenchCommand::AllreduceWorker(args) => super::bench_allreduce::run_worker(args),
+        BenchCommand::Train(args) => super::bench_train::run(args),
+        BenchCommand::TrainWorker(args) => super::bench_train::run_worker(args),
     }
 }
 

@@ -3,19 +3,16 @@
 //! time, busbw = algbw x 2(n-1)/n) and, with `--json`, in the row shape of
 //! `gloo_allreduce.py` so the two compare line by line.
 //!
-//! The command re-invokes the current executable once per worker with the
-//! hidden `bench allreduce-worker` subcommand; the workers print their ring
-//! endpoint, receive the member list on stdin, form the ring and measure.
+//! The workers are processes of the hidden `bench allreduce-worker`
+//! subcommand, started and joined by [`super::bench_ring`].
 //! Times are medians over `--reps` calls after two warm-up calls, measured on
 //! worker 0 between barriers (as the gloo anchor does).
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use protocol::Fingerprint;
-use protocol::transport::{Identity, TransportTuning, bind_endpoint};
-use worker::collective::{CollectiveConfig, Ring, RingLayout, RingMemberAddress, RingSpec};
+use anyhow::bail;
+use worker::collective::CollectiveConfig;
+
+use super::bench_ring::{join_ring, print_result, run_ring_processes};
 
 /// Size of the small-message latency measurement, bytes.
 const LATENCY_BYTES: usize = 4096;
@@ -68,52 +65,29 @@ pub(crate) fn run(args: AllreduceArgs) -> anyhow::Result<()> {
             args.workers
         );
     }
-    let executable = std::env::current_exe().context("locating the shoal executable")?;
-    let mut children = Vec::new();
-    for index in 0..args.workers {
-        let mut command = Command::new(&executable);
-        command
-            .args(["bench", "allreduce-worker", "--index", &index.to_string()])
-            .args(["--workers", &args.workers.to_string()])
-            .args(["--sizes-mib", &join(&args.sizes_mib)])
-            .args(["--reps", &args.reps.to_string()])
-            .args(["--virtual-ranks", &virtual_ranks.to_string()])
-            .args(["--bucket-mib", &args.bucket_mib.to_string()])
-            .args(["--piece-kib", &args.piece_kib.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        children.push(command.spawn().context("starting a benchmark worker")?);
-    }
-    let mut readers = Vec::new();
-    let mut members = Vec::new();
-    for child in &mut children {
-        let mut reader = BufReader::new(child.stdout.take().context("worker stdout")?);
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.len() != 3 || words[0] != "READY" {
-            bail!("a benchmark worker said {line:?} instead of READY <address> <fingerprint>");
-        }
-        members.push(format!("{} {}", words[1], words[2]));
-        readers.push(reader);
-    }
-    for child in &mut children {
-        let mut stdin = child.stdin.take().context("worker stdin")?;
-        writeln!(stdin, "{}", members.join(";"))?;
-    }
-    let mut rows = String::new();
-    readers[0].read_line(&mut rows)?;
-    for child in &mut children {
-        let status = child.wait()?;
-        if !status.success() {
-            bail!("a benchmark worker failed: {status}");
-        }
-    }
-    let rows: Vec<serde_json::Value> = serde_json::from_str(
-        rows.strip_prefix("RESULT ")
-            .with_context(|| format!("worker 0 printed {rows:?}"))?,
-    )?;
+    let result = run_ring_processes(args.workers, |index| {
+        [
+            "bench",
+            "allreduce-worker",
+            "--index",
+            &index.to_string(),
+            "--workers",
+            &args.workers.to_string(),
+            "--sizes-mib",
+            &join(&args.sizes_mib),
+            "--reps",
+            &args.reps.to_string(),
+            "--virtual-ranks",
+            &virtual_ranks.to_string(),
+            "--bucket-mib",
+            &args.bucket_mib.to_string(),
+            "--piece-kib",
+            &args.piece_kib.to_string(),
+        ]
+        .map(String::from)
+        .to_vec()
+    })?;
+    let rows: Vec<serde_json::Value> = serde_json::from_value(result)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -159,41 +133,13 @@ pub(crate) fn run_worker(args: AllreduceWorkerArgs) -> anyhow::Result<()> {
 
 async fn worker(args: AllreduceWorkerArgs) -> anyhow::Result<()> {
     let bench = &args.bench;
-    let tuning = TransportTuning::default();
-    let identity = Identity::generate()?;
-    let endpoint = bind_endpoint("127.0.0.1:0".parse()?, None, &tuning)?;
-    println!(
-        "READY {} {}",
-        endpoint.local_addr()?,
-        identity.fingerprint()
-    );
-    std::io::stdout().flush()?;
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
     let virtual_ranks = bench.virtual_ranks.unwrap_or(bench.workers);
-    let layout = RingLayout::even(virtual_ranks, bench.workers);
-    let mut members = Vec::new();
-    for (index, member) in line.trim().split(';').enumerate() {
-        let words: Vec<&str> = member.split_whitespace().collect();
-        anyhow::ensure!(words.len() == 2, "bad member line {member:?}");
-        members.push(RingMemberAddress {
-            address: words[0].parse()?,
-            fingerprint: words[1].parse::<Fingerprint>()?,
-            virtual_rank_count: layout.hosted(index).len(),
-        });
-    }
-    let spec = RingSpec {
-        job_id: 0,
-        generation: 0,
-        members,
-        my_index: args.index,
-    };
     let config = CollectiveConfig {
         bucket_elements: (bench.bucket_mib << 20) / 4,
         piece_elements: (bench.piece_kib << 10) / 4,
         timeout: Duration::from_secs(30),
     };
-    let mut ring = Ring::connect(&endpoint, &identity, &spec, config, &tuning).await?;
+    let (mut ring, _endpoint) = join_ring(args.index, bench.workers, virtual_ranks, config).await?;
     let world = bench.workers;
     let mut rows = Vec::new();
     let mut sizes: Vec<usize> = bench.sizes_mib.iter().map(|mib| mib << 20).collect();
@@ -231,8 +177,7 @@ async fn worker(args: AllreduceWorkerArgs) -> anyhow::Result<()> {
     }
     ring.barrier().await?;
     if args.index == 0 {
-        println!("RESULT {}", serde_json::to_string(&rows)?);
-        std::io::stdout().flush()?;
+        print_result(&serde_json::Value::from(rows))?;
     }
     ring.shutdown().await;
     Ok(())

@@ -3,6 +3,8 @@ pub(crate) mod bench;
 pub(crate) mod bench_allreduce;
 pub(crate) mod bench_gemm;
 pub(crate) mod bench_models;
+pub(crate) mod bench_ring;
+pub(crate) mod bench_train;
 pub(crate) mod cluster;
 pub(crate) mod coordinator;
 pub(crate) mod data;

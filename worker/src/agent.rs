@@ -42,6 +42,7 @@ use crate::evaluation::Evaluator;
 use crate::job::{PreparedJob, prepare};
 use crate::local::StepReport;
 use crate::metrics::{JobMetrics, WorkerMetrics};
+use crate::overlap::{ReduceFailure, compute_and_all_reduce};
 use crate::replica::Replica;
 use crate::single_node::{TimedStep, off_thread, sha256_hex};
 
@@ -939,50 +940,64 @@ async fn train_step(
     let mut losses = Vec::new();
     let mut gradient_norms = Vec::new();
     for (objective, name) in names.iter().copied().enumerate() {
-        let began = Instant::now();
-        let mut buffers;
-        match off_thread(replica, move |r| r.gradients(objective)).await {
-            Ok((back, computed)) => (replica, buffers) = (back, computed),
+        let layout = replica.gradient_layout(objective);
+        let cancelled = context.cancelled.clone();
+        let computed = compute_and_all_reduce(
+            replica,
+            ring,
+            layout.clone(),
+            move |r, emit| r.stream_gradients(objective, emit),
+            async move {
+                let mut cancelled = cancelled;
+                cancellation(&mut cancelled).await
+            },
+        )
+        .await;
+        let outcome;
+        match computed {
+            Ok((back, result)) => (replica, outcome) = (back, result),
             Err(error) => return StepEnd::Failed(error),
         }
-        compute += began.elapsed();
-        let began = Instant::now();
-        let reduced = unless_cancelled(&mut context.cancelled, ring.all_reduce(&mut buffers)).await;
-        let early = match reduced {
-            None => Some(StepEnd::Cancelled),
-            Some(Err(error)) => Some(StepEnd::Failed(error.into())),
-            Some(Ok(())) => None,
-        };
-        if let Some(end) = early {
-            if objective > 0
-                && let Some(snapshot) = &snapshot
-            {
-                let rolled_back = ops::checkpoint::decode(snapshot, "the step's snapshot")
-                    .map_err(WorkerError::from)
-                    .and_then(|file| replica.restore(&file, "the step's snapshot"));
-                if let Err(error) = rolled_back {
-                    *slot = Some(replica);
-                    return StepEnd::Failed(error);
-                }
+        let reduced = match outcome {
+            Ok(reduced) => reduced,
+            Err(ReduceFailure::Compute(error)) => {
+                *slot = Some(replica);
+                return StepEnd::Failed(error);
             }
-            *slot = Some(replica);
-            return end;
-        }
-        let waited = began.elapsed();
-        all_reduce += waited;
-        context
-            .metrics
-            .record_all_reduce(ring.member_index(), waited, ring.last_all_reduce());
+            Err(failure) => {
+                if objective > 0
+                    && let Some(snapshot) = &snapshot
+                {
+                    let rolled_back = ops::checkpoint::decode(snapshot, "the step's snapshot")
+                        .map_err(WorkerError::from)
+                        .and_then(|file| replica.restore(&file, "the step's snapshot"));
+                    if let Err(error) = rolled_back {
+                        *slot = Some(replica);
+                        return StepEnd::Failed(error);
+                    }
+                }
+                *slot = Some(replica);
+                return match failure {
+                    ReduceFailure::Collective(error) => StepEnd::Failed(error.into()),
+                    _ => StepEnd::Cancelled,
+                };
+            }
+        };
+        compute += reduced.compute;
+        all_reduce += reduced.exposed_all_reduce;
+        context.metrics.record_all_reduce(
+            ring.member_index(),
+            reduced.exposed_all_reduce,
+            &reduced.all_reduce,
+        );
         let began = Instant::now();
-        let virtual_ranks = replica.job().virtual_ranks as f64;
-        let summed = &buffers[0];
-        let squares: f64 = summed[..summed.len().saturating_sub(1)]
-            .iter()
-            .map(|value| (f64::from(*value) / virtual_ranks).powi(2))
-            .sum();
-        gradient_norms.push((name, squares.sqrt()));
+        let virtual_ranks = replica.job().virtual_ranks;
+        gradient_norms.push((
+            name,
+            layout.mean_gradient_norm(&reduced.summed, virtual_ranks),
+        ));
         let loss;
-        match off_thread(replica, move |r| Ok(r.apply(objective, &buffers[0]))).await {
+        match off_thread(replica, move |r| Ok(r.apply(objective, &reduced.summed))).await {
             Ok((back, value)) => (replica, loss) = (back, value),
             Err(error) => return StepEnd::Failed(error),
         }

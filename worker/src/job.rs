@@ -9,7 +9,6 @@ use ops::optim::{LearningRateSchedule, OptimizerConfig};
 use protocol::spec::{self, JobSpec, OptimizerKind, ScheduleKind};
 
 use crate::WorkerError;
-use crate::collective::CollectiveConfig;
 use crate::evaluation::EvaluationSettings;
 use crate::inputs::DrawSettings;
 use crate::replica::{Replica, TrainingJob};
@@ -210,7 +209,10 @@ pub fn prepare(spec: &JobSpec, base: &Path) -> Result<PreparedJob, WorkerError> 
         seed: spec.seed,
         virtual_ranks,
         steps,
-        bucket_elements: CollectiveConfig::default().bucket_elements,
+        bucket_elements: bucket_elements(
+            spec.gradient_bucket_mib
+                .unwrap_or(protocol::spec::DEFAULT_GRADIENT_BUCKET_MIB),
+        ),
         draws: DrawSettings {
             input_scale: inputs.scale as f32,
             noise_std: inputs.noise_std as f32,
@@ -263,4 +265,9 @@ fn check_checkpoint(location: &str) -> Result<(), WorkerError> {
         path: PathBuf::from(location),
         source,
     })
+}
+
+/// f32 values in a bucket of `mib` MiB (at least one).
+pub fn bucket_elements(mib: f64) -> usize {
+    ((mib * 1048576.0 / 4.0) as usize).max(1)
 }

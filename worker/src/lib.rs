@@ -5,7 +5,9 @@
 //! - [`collective`]: the ring all-reduce over virtual ranks (pure schedule
 //!   and QUIC driver), broadcast and barrier.
 //! - [`replica`]: a job's training state and the pieces of one step;
-//!   [`step`] and [`inputs`] are its pure helpers.
+//!   [`step`] (the gradient buckets) and [`inputs`] are its pure helpers;
+//!   [`overlap`]: the step's backward on a compute thread while its
+//!   buckets are all-reduced over the ring as they come.
 //! - [`evaluation`]: a job's held-out data scored during training.
 //! - [`graph`]: graph jobs, whose one graph every virtual rank reads,
 //!   with the training nodes dealt to the ranks.
@@ -28,6 +30,7 @@ pub mod inputs;
 pub mod job;
 pub mod local;
 pub mod metrics;
+pub mod overlap;
 pub mod replica;
 pub mod single_node;
 pub mod step;

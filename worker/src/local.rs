@@ -27,9 +27,14 @@ pub fn local_step(replica: &mut Replica) -> Result<StepReport, WorkerError> {
     let names = replica.objective_names();
     let mut losses = Vec::with_capacity(names.len());
     for (objective, name) in names.into_iter().enumerate() {
-        let buffers = replica.gradients(objective)?;
-        let views: Vec<&[f32]> = buffers.iter().map(Vec::as_slice).collect();
-        let summed = reference_all_reduce(&views, bucket_elements);
+        let summed: Vec<Vec<f32>> = replica
+            .gradients(objective)?
+            .iter()
+            .map(|bucket| {
+                let views: Vec<&[f32]> = bucket.iter().map(Vec::as_slice).collect();
+                reference_all_reduce(&views, bucket_elements)
+            })
+            .collect();
         losses.push((name, replica.apply(objective, &summed)));
     }
     replica.finish_step();

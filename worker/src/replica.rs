@@ -3,13 +3,15 @@
 //! all-reduce: [`crate::local`] in one process, the networked worker over
 //! the ring. No I/O beyond reading the dataset.
 //!
-//! A step is, for each objective in order: the gradient buffer of every
-//! hosted virtual rank ([`Replica::gradients`]), an all-reduce of those
-//! buffers over all V virtual ranks in the order fixed by V, then the same
-//! update on every replica ([`Replica::apply`]). Replicas therefore stay
-//! bit-identical, whatever the number of workers.
+//! A step is, for each objective in order: the gradient buckets of every
+//! hosted virtual rank ([`Replica::stream_gradients`], bucket by bucket as
+//! backward produces them), an all-reduce of each bucket over all V virtual
+//! ranks in the order fixed by V, then the same update on every replica
+//! ([`Replica::apply`]). Replicas therefore stay bit-identical, whatever
+//! the number of workers.
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use datasets::read::Reader;
 use datasets::{DataCursor, Plan};
@@ -21,7 +23,8 @@ use ops::optim::{LearningRateSchedule, OptimizerConfig};
 use crate::WorkerError;
 use crate::graph::RankedGraph;
 use crate::inputs::{DrawSettings, model_batch};
-use crate::step::{mean_gradients, rank_gradients};
+use crate::overlap::Emit;
+use crate::step::{GradientLayout, rank_gradient_buckets, stream_rank_gradients};
 
 /// What a replica needs to know about its job.
 #[derive(Clone, Debug)]
@@ -40,7 +43,8 @@ pub struct TrainingJob {
     pub virtual_ranks: usize,
     /// Total steps to train.
     pub steps: u64,
-    /// Values per all-reduce bucket (part of the summation order).
+    /// Largest number of values per all-reduce bucket (part of the
+    /// summation order, see [`GradientLayout`]).
     pub bucket_elements: usize,
     /// How random inputs are drawn.
     pub draws: DrawSettings,
@@ -56,6 +60,8 @@ pub struct Replica {
     cursor: DataCursor,
     completed_steps: u64,
     batches: Vec<Batch>,
+    /// The bucket layout of each objective's gradients.
+    layouts: Vec<Arc<GradientLayout>>,
     /// A graph job's graph, dealt to the virtual ranks (see
     /// [`crate::graph`]); `None` for jobs that read samples.
     graph: Option<RankedGraph>,
@@ -86,7 +92,19 @@ impl Replica {
         }
         let model = models::build(&job.model_kind, &job.model_config, job.seed)?;
         let trainer = Trainer::new(model.as_ref(), &job.optimizer);
+        let layouts = model
+            .objectives()
+            .iter()
+            .map(|objective| {
+                Arc::new(GradientLayout::new(
+                    model.parameters(),
+                    objective.parameter_prefix,
+                    job.bucket_elements,
+                ))
+            })
+            .collect();
         Ok(Replica {
+            layouts,
             job,
             model,
             trainer,
@@ -171,29 +189,46 @@ impl Replica {
         Ok(())
     }
 
-    /// The gradient buffers of objective `objective`, one per loaded
-    /// micro-batch (hosted virtual rank), the loss as the last value.
-    pub fn gradients(&self, objective: usize) -> Result<Vec<Vec<f32>>, WorkerError> {
-        Ok(rank_gradients(
+    /// The bucket layout of objective `objective`'s gradients.
+    pub fn gradient_layout(&self, objective: usize) -> Arc<GradientLayout> {
+        self.layouts[objective].clone()
+    }
+
+    /// Computes objective `objective`'s gradients on every loaded
+    /// micro-batch (hosted virtual rank) and hands each bucket to
+    /// `emit(bucket, slot, values)` as soon as backward has finished it.
+    pub fn stream_gradients(&self, objective: usize, emit: Emit<'_>) -> Result<(), WorkerError> {
+        Ok(stream_rank_gradients(
             self.model.as_ref(),
             objective,
             &self.batches,
+            &self.layouts[objective],
+            emit,
         )?)
     }
 
-    /// Applies objective `objective`'s update from the all-reduced sum of
-    /// every virtual rank's buffer; returns the mean loss over the global
+    /// The gradient buckets of objective `objective` of every loaded
+    /// micro-batch, all at once: `result[bucket][slot]`.
+    pub fn gradients(&self, objective: usize) -> Result<Vec<Vec<Vec<f32>>>, WorkerError> {
+        Ok(rank_gradient_buckets(
+            self.model.as_ref(),
+            objective,
+            &self.batches,
+            &self.layouts[objective],
+        )?)
+    }
+
+    /// Applies objective `objective`'s update from the all-reduced sums of
+    /// every virtual rank's buckets; returns the mean loss over the global
     /// batch.
-    pub fn apply(&mut self, objective: usize, summed: &[f32]) -> f32 {
+    pub fn apply(&mut self, objective: usize, summed: &[Vec<f32>]) -> f32 {
         let lr = self
             .job
             .schedule
             .lr(self.job.optimizer.lr(), self.completed_steps);
         self.trainer.set_lr(lr);
-        let prefix = self.model.objectives()[objective].parameter_prefix;
-        let (gradients, loss) = mean_gradients(
+        let (gradients, loss) = self.layouts[objective].mean_gradients(
             self.model.parameters(),
-            prefix,
             summed,
             self.job.virtual_ranks,
         );

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use crate::WorkerError;
 use crate::collective::{CollectiveConfig, Ring, RingLayout, RingMemberAddress, RingSpec};
 use crate::local::StepReport;
+use crate::overlap::{ReduceFailure, compute_and_all_reduce};
 use crate::replica::{Replica, TrainingJob};
 
 /// How a single-node run is laid out.
@@ -38,7 +39,8 @@ pub struct TimedStep {
     pub data_wait: Duration,
     /// Time spent computing gradients and updates.
     pub compute: Duration,
-    /// Time spent in all-reduces.
+    /// Time spent waiting for all-reduces once the computation was done:
+    /// the communication that overlapping with backward did not hide.
     pub all_reduce: Duration,
     /// Norm of the mean gradient, per objective (the networked worker
     /// fills it in; single-node runs leave it empty).
@@ -212,17 +214,27 @@ async fn train_replica(
         let (mut compute, mut all_reduce) = (Duration::ZERO, Duration::ZERO);
         let mut losses = Vec::new();
         for (objective, name) in replica.objective_names().into_iter().enumerate() {
-            let began = Instant::now();
-            let mut buffers;
-            (replica, buffers) = off_thread(replica, move |r| r.gradients(objective)).await?;
-            compute += began.elapsed();
-            let began = Instant::now();
-            ring.all_reduce(&mut buffers).await?;
-            all_reduce += began.elapsed();
+            let layout = replica.gradient_layout(objective);
+            let outcome;
+            (replica, outcome) = compute_and_all_reduce(
+                replica,
+                &mut ring,
+                layout,
+                move |r, emit| r.stream_gradients(objective, emit),
+                std::future::pending(),
+            )
+            .await?;
+            let reduced = outcome.map_err(|failure| match failure {
+                ReduceFailure::Compute(error) => error,
+                ReduceFailure::Collective(error) => error.into(),
+                ReduceFailure::Cancelled => unreachable!("a single-node run is never cancelled"),
+            })?;
+            compute += reduced.compute;
+            all_reduce += reduced.exposed_all_reduce;
             let began = Instant::now();
             let loss;
             (replica, loss) =
-                off_thread(replica, move |r| Ok(r.apply(objective, &buffers[0]))).await?;
+                off_thread(replica, move |r| Ok(r.apply(objective, &reduced.summed))).await?;
             compute += began.elapsed();
             losses.push((name, loss));
         }

@@ -152,3 +152,28 @@ fn the_same_run_twice_gives_the_same_checkpoint() {
     let b = local_checkpoint(&job, open(&path, Task::Classify, 64, 4));
     assert_eq!(a, b);
 }
+
+#[test]
+fn mamba_with_overlapped_buckets_is_identical_on_one_to_three_workers() {
+    // Buckets of 300 values: about ten buckets per step, each all-reduced
+    // while backward still computes the earlier layers'.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("selective-copy.parquet");
+    let options = GeneratorOptions {
+        rows: Some(96),
+        seed: 7,
+        length: Some(16),
+        vocab: Some(8),
+        data_tokens: Some(4),
+        ..GeneratorOptions::default()
+    };
+    Generator::SelectiveCopy
+        .write(&options, &out)
+        .expect("generate data");
+    let config = serde_json::json!({
+        "kind": "mamba", "vocab": 16, "d_model": 8, "n_layers": 2, "d_state": 4
+    });
+    let mut job = job("mamba", config, 3, 3);
+    job.bucket_elements = 300;
+    check(job, &out, Task::Sequence, 12, &[1, 2, 3]);
+}

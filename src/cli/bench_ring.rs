@@ -1,0 +1,127 @@
+//! The process harness of the benchmarks that run a ring of worker
+//! processes on this machine (`bench allreduce`, `bench train`).
+//!
+//! The parent re-invokes the current executable once per member with a
+//! hidden worker subcommand. Each worker binds a loopback QUIC endpoint and
+//! prints `READY <address> <fingerprint>`; the parent sends every worker the
+//! member list on stdin (`address fingerprint;...`), the workers form the
+//! ring, measure, and worker 0 prints `RESULT <json>`, which the parent
+//! returns.
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+use protocol::Fingerprint;
+use protocol::transport::{Identity, TransportTuning, bind_endpoint};
+use worker::collective::{CollectiveConfig, Ring, RingLayout, RingMemberAddress, RingSpec};
+
+/// Starts `workers` processes of this executable with `arguments(index)`,
+/// introduces them to each other, waits for all of them and returns the
+/// JSON that worker 0 printed after `RESULT `.
+pub(crate) fn run_ring_processes(
+    workers: usize,
+    arguments: impl Fn(usize) -> Vec<String>,
+) -> anyhow::Result<serde_json::Value> {
+    let executable = std::env::current_exe().context("locating the shoal executable")?;
+    let mut children = Vec::new();
+    for index in 0..workers {
+        let mut command = Command::new(&executable);
+        command
+            .args(arguments(index))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        children.push(command.spawn().context("starting a benchmark worker")?);
+    }
+    let mut readers = Vec::new();
+    let mut members = Vec::new();
+    for child in &mut children {
+        let mut reader = BufReader::new(child.stdout.take().context("worker stdout")?);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.len() != 3 || words[0] != "READY" {
+            bail!("a benchmark worker said {line:?} instead of READY <address> <fingerprint>");
+        }
+        members.push(format!("{} {}", words[1], words[2]));
+        readers.push(reader);
+    }
+    for child in &mut children {
+        let mut stdin = child.stdin.take().context("worker stdin")?;
+        writeln!(stdin, "{}", members.join(";"))?;
+    }
+    let mut result = String::new();
+    readers[0].read_line(&mut result)?;
+    for child in &mut children {
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("a benchmark worker failed: {status}");
+        }
+    }
+    let json = result
+        .strip_prefix("RESULT ")
+        .with_context(|| format!("worker 0 printed {result:?}"))?;
+    Ok(serde_json::from_str(json)?)
+}
+
+/// The worker side: binds an endpoint, prints `READY`, reads the member
+/// list and forms the ring as member `index` of `workers`, hosting
+/// `virtual_ranks` spread evenly. The endpoint must outlive the ring.
+pub(crate) async fn join_ring(
+    index: usize,
+    workers: usize,
+    virtual_ranks: usize,
+    config: CollectiveConfig,
+) -> anyhow::Result<(Ring, quinn::Endpoint)> {
+    let tuning = TransportTuning::default();
+    let identity = Identity::generate()?;
+    let endpoint = bind_endpoint("127.0.0.1:0".parse()?, None, &tuning)?;
+    println!(
+        "READY {} {}",
+        endpoint.local_addr()?,
+        identity.fingerprint()
+    );
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let layout = RingLayout::even(virtual_ranks, workers);
+    let mut members = Vec::new();
+    for (member, text) in line.trim().split(';').enumerate() {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        anyhow::ensure!(words.len() == 2, "bad member line {text:?}");
+        members.push(RingMemberAddress {
+            address: words[0].parse()?,
+            fingerprint: words[1].parse::<Fingerprint>()?,
+            virtual_rank_count: layout.hosted(member).len(),
+        });
+    }
+    let spec = RingSpec {
+        job_id: 0,
+        generation: 0,
+        members,
+        my_index: index,
+    };
+    let ring = Ring::connect(&endpoint, &identity, &spec, config, &tuning).await?;
+    Ok((ring, endpoint))
+}
+
+/// Prints worker 0's result line for [`run_ring_processes`].
+pub(crate) fn print_result(value: &serde_json::Value) -> anyhow::Result<()> {
+    println!("RESULT {}", serde_json::to_string(value)?);
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+/// Median of `values` (sorted in place; 0 when empty).
+pub(crate) fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
