@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::WorkerError;
 use crate::collective::{CollectiveConfig, Ring, RingLayout, RingMemberAddress, RingSpec};
 use crate::local::StepReport;
-use crate::overlap::{ReduceFailure, compute_and_all_reduce};
+use crate::overlap::{ReduceFailure, compute_and_all_reduce, compute_parallelism};
 use crate::replica::{Replica, TrainingJob};
 
 /// How a single-node run is laid out.
@@ -181,14 +181,15 @@ async fn form_rings(
     Ok(rings)
 }
 
-/// Runs `blocking` (CPU-bound work on the replica) off the async threads.
+/// Runs `blocking` (CPU-bound work on the replica) off the async threads,
+/// its kernels on every thread of rayon's pool.
 pub(crate) async fn off_thread<T: Send + 'static>(
     replica: Replica,
     blocking: impl FnOnce(&mut Replica) -> Result<T, WorkerError> + Send + 'static,
 ) -> Result<(Replica, T), WorkerError> {
     tokio::task::spawn_blocking(move || {
         let mut replica = replica;
-        let value = blocking(&mut replica)?;
+        let value = ops::with_parallelism(compute_parallelism(), || blocking(&mut replica))?;
         Ok((replica, value))
     })
     .await
