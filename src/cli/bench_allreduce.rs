@@ -41,6 +41,10 @@ pub(crate) struct AllreduceArgs {
     /// Largest frame payload, KiB.
     #[arg(long, default_value_t = 1024)]
     piece_kib: usize,
+    /// Threads of each worker's async runtime (quinn's connection drivers
+    /// and the collective).
+    #[arg(long, default_value_t = 2)]
+    async_threads: usize,
 }
 
 /// Arguments of the hidden `shoal bench allreduce-worker`.
@@ -83,6 +87,8 @@ pub(crate) fn run(args: AllreduceArgs) -> anyhow::Result<()> {
             &args.bucket_mib.to_string(),
             "--piece-kib",
             &args.piece_kib.to_string(),
+            "--async-threads",
+            &args.async_threads.to_string(),
         ]
         .map(String::from)
         .to_vec()
@@ -125,7 +131,7 @@ fn join(values: &[usize]) -> String {
 /// One benchmark worker process.
 pub(crate) fn run_worker(args: AllreduceWorkerArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.bench.async_threads.max(1))
         .enable_all()
         .build()?;
     runtime.block_on(worker(args))
