@@ -53,8 +53,16 @@ fn configuration_error(error: impl std::fmt::Display) -> ProtocolError {
     }
 }
 
+/// The ring provider with AES-128-GCM preferred: QUIC encrypts every
+/// packet of a tensor transfer, and AES-128 costs about three quarters of
+/// AES-256's CPU time per byte (BENCHMARKS.md, all-reduce). The other TLS
+/// 1.3 suites stay acceptable, after it.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|suite| {
+        suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+    });
+    Arc::new(provider)
 }
 
 fn transport_config(tuning: &TransportTuning) -> Result<quinn::TransportConfig, ProtocolError> {
