@@ -152,9 +152,14 @@ async fn serve_worker(
                 break;
             }
         };
+        // Every frame is a sign of life, not only heartbeats: a busy member
+        // 0 queues metrics and checkpoint uploads ahead of its heartbeats,
+        // and while this loop writes those checkpoints the heartbeats wait
+        // behind them in the stream.
+        let alive = coordinator.heartbeat(id);
         match message {
             WorkerMessage::Heartbeat(heartbeat) => {
-                if !coordinator.heartbeat(id) {
+                if !alive {
                     // Declared dead meanwhile: it must register again.
                     registered.connection.close(
                         protocol::transport::CLOSE_REFUSED.into(),

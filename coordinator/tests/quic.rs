@@ -35,8 +35,17 @@ async fn next(registration: &mut Registration) -> CoordinatorMessage {
         .message
 }
 
-#[tokio::test]
-async fn workers_join_train_report_and_leave() {
+/// A coordinator serving workers on loopback, and a client endpoint.
+struct Served {
+    coordinator: std::sync::Arc<Coordinator>,
+    address: SocketAddr,
+    token: protocol::JoinToken,
+    client: quinn::Endpoint,
+    tuning: TransportTuning,
+    _directory: tempfile::TempDir,
+}
+
+fn serve(scheduler: SchedulerConfig) -> Served {
     let directory = tempfile::tempdir().unwrap();
     let identity = protocol::transport::Identity::load_or_create(directory.path()).unwrap();
     let token = protocol::transport::generate_join_token(&identity, None).unwrap();
@@ -45,7 +54,7 @@ async fn workers_join_train_report_and_leave() {
         CoordinatorConfig {
             data_dir: directory.path().to_path_buf(),
             api_token: "t".to_string(),
-            scheduler: SchedulerConfig::default(),
+            scheduler,
         },
     )
     .unwrap();
@@ -68,6 +77,27 @@ async fn workers_join_train_report_and_leave() {
         actions,
     ));
     let client = bind_endpoint("127.0.0.1:0".parse().unwrap(), None, &tuning).unwrap();
+
+    Served {
+        coordinator,
+        address,
+        token,
+        client,
+        tuning,
+        _directory: directory,
+    }
+}
+
+#[tokio::test]
+async fn workers_join_train_report_and_leave() {
+    let Served {
+        coordinator,
+        address,
+        token,
+        client,
+        tuning,
+        _directory,
+    } = serve(SchedulerConfig::default());
 
     // A wrong secret is refused.
     let mut wrong = token.clone();
@@ -228,5 +258,50 @@ async fn workers_join_train_report_and_leave() {
     );
     assert!(
         matches!(next(&mut third).await, CoordinatorMessage::Cancel { job_id, .. } if job_id == job.0)
+    );
+}
+
+#[tokio::test]
+async fn any_frame_keeps_a_worker_alive_and_silence_declares_it_dead() {
+    // A busy member 0 sends metrics and checkpoints ahead of its
+    // heartbeats; while they keep coming it is alive.
+    let heartbeat_timeout = Duration::from_millis(400);
+    let Served {
+        coordinator,
+        address,
+        token,
+        client,
+        tuning,
+        _directory,
+    } = serve(SchedulerConfig { heartbeat_timeout });
+    let mut worker =
+        connect_and_register(&client, address, &token, register("busy"), &tuning, TIMEOUT)
+            .await
+            .unwrap();
+    for step in 0..24 {
+        write_frame(
+            &mut worker.send,
+            &WorkerMessage::MetricsReport(MetricsReport {
+                job_id: 99,
+                step,
+                values: vec![("loss".to_string(), 1.0)],
+            }),
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        coordinator.tick().unwrap();
+    }
+    assert_eq!(
+        coordinator.workers().len(),
+        1,
+        "alive after 1.2 s without a heartbeat"
+    );
+    tokio::time::sleep(heartbeat_timeout * 2).await;
+    coordinator.tick().unwrap();
+    assert!(
+        coordinator.workers().is_empty(),
+        "silent for twice the timeout"
     );
 }

@@ -20,7 +20,10 @@ pub fn shoal() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
     command
         .env("RUST_BACKTRACE", "0")
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("SHOAL_TEST_LOG").unwrap_or("warn".into()),
+        )
         .env_remove("SHOAL_COORDINATOR")
         .env_remove("SHOAL_API_TOKEN")
         .env_remove("SHOAL_JOIN_TOKEN");

@@ -59,9 +59,9 @@ fn configuration_error(error: impl std::fmt::Display) -> ProtocolError {
 /// 1.3 suites stay acceptable, after it.
 fn provider() -> Arc<CryptoProvider> {
     let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites.sort_by_key(|suite| {
-        suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
-    });
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
     Arc::new(provider)
 }
 
