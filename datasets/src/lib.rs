@@ -19,6 +19,7 @@ pub mod dataset;
 pub mod error;
 pub mod generate;
 pub mod inspect;
+mod leaf;
 pub mod object;
 pub mod plan;
 pub mod prefetch;

@@ -4,6 +4,7 @@
 //! bounded by `cache_row_groups` row groups whatever the dataset's size.
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,6 +17,8 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 
 use crate::dataset::Dataset;
 use crate::error::{DatasetError, Result};
+use crate::leaf;
+use crate::object::SparseChunks;
 use crate::task::{BoundInput, ColumnMapping, InputKind, Task, bind};
 
 /// A float array with its shape (row-major), ready to become a tensor.
@@ -165,6 +168,16 @@ fn runs<'a>(rows: &[(&'a DecodedRowGroup, usize)]) -> Vec<Run<'a>> {
 struct DecodedRowGroup {
     global_row_group: usize,
     columns: Vec<DecodedColumn>,
+    /// How many of `columns` were decoded by [`leaf`] rather than Arrow.
+    direct_columns: u64,
+}
+
+/// Where one row group's column chunks are read from.
+enum Source {
+    /// A local file.
+    File(File),
+    /// The projected column chunks, fetched from object storage.
+    Chunks(SparseChunks),
 }
 
 /// Reads samples of a dataset for a task.
@@ -176,6 +189,8 @@ pub struct Reader {
     cache: Vec<Arc<DecodedRowGroup>>,
     cache_row_groups: usize,
     row_groups_decoded: u64,
+    direct: bool,
+    direct_column_chunks: u64,
 }
 
 impl Reader {
@@ -194,7 +209,24 @@ impl Reader {
             cache: Vec::new(),
             cache_row_groups: Self::DEFAULT_CACHE_ROW_GROUPS,
             row_groups_decoded: 0,
+            direct: true,
+            direct_column_chunks: 0,
         })
+    }
+
+    /// Whether non-null `fixed_size_list<float>` columns are decoded
+    /// straight from their pages (the default) or, with `false`, through
+    /// Arrow's list reader like every other column (both give the same
+    /// values and errors; the switch is for tests and benchmarks).
+    pub fn with_direct_decoding(mut self, direct: bool) -> Self {
+        self.direct = direct;
+        self
+    }
+
+    /// How many column chunks were decoded directly, without Arrow (see
+    /// [`Reader::with_direct_decoding`]).
+    pub fn direct_column_chunks(&self) -> u64 {
+        self.direct_column_chunks
     }
 
     /// Keeps at most `row_groups` decoded row groups between calls (at least
@@ -325,7 +357,9 @@ impl Reader {
         let groups = self.dataset.layout().row_groups().len();
         let mut decoded = Vec::with_capacity(groups);
         for group in 0..groups {
-            decoded.push(self.decode(group)?);
+            let group = self.decode(group)?;
+            self.direct_column_chunks += group.direct_columns;
+            decoded.push(group);
         }
         let mut whole = Vec::with_capacity(groups);
         for (group, span) in decoded.iter().zip(self.dataset.layout().row_groups()) {
@@ -362,6 +396,7 @@ impl Reader {
         }
         let group = Arc::new(self.decode(global_row_group)?);
         self.row_groups_decoded += 1;
+        self.direct_column_chunks += group.direct_columns;
         self.cache.push(group.clone());
         Ok(group)
     }
@@ -386,41 +421,109 @@ impl Reader {
         })
     }
 
-    /// A Parquet reader of the projected columns of one row group, in one
-    /// record batch (up to 2^20 rows per batch).
-    fn record_batch_reader(&self, global_row_group: usize) -> Result<ParquetRecordBatchReader> {
+    /// The bytes of the columns `mask` selects in one row group: the file,
+    /// or for an object only those column chunks, fetched in one batch of
+    /// range requests.
+    fn source(&self, global_row_group: usize, mask: &ProjectionMask) -> Result<Source> {
         let span = self.dataset.layout().row_groups()[global_row_group];
         let data_file = &self.dataset.files()[span.file];
+        if let Some(object) = data_file.object() {
+            let chunks = object.fetch_row_group(
+                data_file.metadata(),
+                span.row_group,
+                mask,
+                data_file.size(),
+            )?;
+            return Ok(Source::Chunks(chunks));
+        }
         let path = data_file.path();
+        File::open(path)
+            .map(Source::File)
+            .map_err(|source| DatasetError::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    /// A Parquet reader of the columns `mask` selects of one row group, in
+    /// one record batch (up to 2^20 rows per batch).
+    fn record_batch_reader(
+        &self,
+        global_row_group: usize,
+        source: Source,
+        mask: ProjectionMask,
+    ) -> Result<ParquetRecordBatchReader> {
+        let span = self.dataset.layout().row_groups()[global_row_group];
+        let data_file = &self.dataset.files()[span.file];
         let metadata = data_file.metadata().clone();
-        let mask = self.projection(metadata.parquet_schema());
         let parquet_error = |error: parquet::errors::ParquetError| DatasetError::Parquet {
-            path: path.to_path_buf(),
+            path: data_file.path().to_path_buf(),
             message: error.to_string(),
         };
         let batch_size = (span.rows as usize).clamp(1, 1 << 20);
-        if let Some(object) = data_file.object() {
-            // Only the projected column chunks of this row group, fetched in
-            // one batch of range requests.
-            let chunks =
-                object.fetch_row_group(&metadata, span.row_group, &mask, data_file.size())?;
-            return ParquetRecordBatchReaderBuilder::new_with_metadata(chunks, metadata)
-                .with_projection(mask)
-                .with_row_groups(vec![span.row_group])
-                .with_batch_size(batch_size)
-                .build()
-                .map_err(parquet_error);
+        match source {
+            Source::Chunks(chunks) => {
+                ParquetRecordBatchReaderBuilder::new_with_metadata(chunks, metadata)
+                    .with_projection(mask)
+                    .with_row_groups(vec![span.row_group])
+                    .with_batch_size(batch_size)
+                    .build()
+            }
+            Source::File(file) => {
+                ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+                    .with_projection(mask)
+                    .with_row_groups(vec![span.row_group])
+                    .with_batch_size(batch_size)
+                    .build()
+            }
         }
-        let file = File::open(path).map_err(|source| DatasetError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
-            .with_projection(mask)
-            .with_row_groups(vec![span.row_group])
-            .with_batch_size(batch_size)
-            .build()
-            .map_err(parquet_error)
+        .map_err(parquet_error)
+    }
+
+    /// Decodes input `input`'s column of one row group straight from its
+    /// pages if it is a non-null `fixed_size_list<float>` in a supported
+    /// encoding (see [`leaf`]); `None` otherwise, and on any problem (the
+    /// Arrow path then decodes the column and reports it).
+    fn decode_direct(
+        &self,
+        global_row_group: usize,
+        input: &BoundInput,
+        source: &Source,
+    ) -> Option<Float32Array> {
+        if !self.direct || input.input.kind != InputKind::FloatVector {
+            return None;
+        }
+        let DataType::FixedSizeList(_, width) =
+            self.dataset.schema().field(input.column_index).data_type()
+        else {
+            return None;
+        };
+        let span = self.dataset.layout().row_groups()[global_row_group];
+        let metadata = self.dataset.files()[span.file].metadata().metadata();
+        let leaf_index = leaf::direct_leaf(metadata, input.column_index)?;
+        let width = usize::try_from(*width).ok()?;
+        let chunks = match source {
+            Source::Chunks(chunks) => chunks.clone(),
+            Source::File(file) => {
+                // The column chunk in one read.
+                let column = metadata.row_group(span.row_group).column(leaf_index);
+                let (start, length) = column.byte_range();
+                let mut bytes = Vec::with_capacity(usize::try_from(length).ok()?);
+                let mut file = file;
+                file.seek(SeekFrom::Start(start)).ok()?;
+                file.take(length).read_to_end(&mut bytes).ok()?;
+                let size = file.metadata().ok()?.len();
+                SparseChunks::new(size, vec![(start, bytes.into())])
+            }
+        };
+        leaf::read_fixed_floats(
+            Arc::new(chunks),
+            metadata,
+            span.row_group,
+            leaf_index,
+            width,
+        )
+        .map(Float32Array::from)
     }
 
     /// The projected columns of one row group as Arrow record batches,
@@ -439,7 +542,10 @@ impl Reader {
             message: format!("row group {}: {message}", span.row_group),
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let reader = self.record_batch_reader(global_row_group)?;
+            let metadata = self.dataset.files()[span.file].metadata();
+            let mask = self.projection(metadata.parquet_schema());
+            let source = self.source(global_row_group, &mask)?;
+            let reader = self.record_batch_reader(global_row_group, source, mask)?;
             reader
                 .map(|batch| batch.map_err(|error| parquet_error(error.to_string())))
                 .collect()
@@ -455,7 +561,16 @@ impl Reader {
             path: path.to_path_buf(),
             message,
         };
-        let reader = self.record_batch_reader(global_row_group)?;
+        let mask = self.projection(data_file.metadata().parquet_schema());
+        let source = self.source(global_row_group, &mask)?;
+        // Columns decoded directly; the others go through Arrow.
+        let direct: Vec<Option<Float32Array>> = self
+            .inputs
+            .iter()
+            .map(|input| self.decode_direct(global_row_group, input, &source))
+            .collect();
+        let is_direct: Vec<bool> = direct.iter().map(Option::is_some).collect();
+        let direct_columns = is_direct.iter().filter(|&&direct| direct).count() as u64;
         let mut columns: Vec<DecodedColumn> = self
             .inputs
             .iter()
@@ -476,10 +591,42 @@ impl Reader {
                 },
             })
             .collect();
+        let mut direct = direct.into_iter();
+        for column in &mut columns {
+            if let Some(values) = direct.next().flatten() {
+                column.values = Values::Floats(values);
+            }
+        }
+        let arrow_inputs: Vec<usize> = self
+            .inputs
+            .iter()
+            .zip(&is_direct)
+            .filter(|(_, direct)| !**direct)
+            .map(|(input, _)| input.column_index)
+            .collect();
+        if arrow_inputs.is_empty() {
+            // Every column was read directly, each checked to hold
+            // exactly the row group's rows.
+            return Ok(DecodedRowGroup {
+                global_row_group,
+                columns,
+                direct_columns,
+            });
+        }
+        let reader = self.record_batch_reader(
+            global_row_group,
+            source,
+            ProjectionMask::roots(data_file.metadata().parquet_schema(), arrow_inputs),
+        )?;
         let mut rows_done = 0u64;
         for record_batch in reader {
             let record_batch = record_batch.map_err(|error| parquet_error(error.to_string()))?;
-            for (input, column) in self.inputs.iter().zip(columns.iter_mut()) {
+            for ((input, column), direct) in
+                self.inputs.iter().zip(columns.iter_mut()).zip(&is_direct)
+            {
+                if *direct {
+                    continue;
+                }
                 let array = record_batch.column_by_name(&input.column).ok_or_else(|| {
                     parquet_error(format!(
                         "column {:?} missing from decoded batch",
@@ -501,6 +648,7 @@ impl Reader {
         Ok(DecodedRowGroup {
             global_row_group,
             columns,
+            direct_columns,
         })
     }
 
