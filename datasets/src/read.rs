@@ -214,6 +214,21 @@ impl Reader {
         })
     }
 
+    /// A reader of the same dataset, task and columns with the same
+    /// settings and an empty cache (for reading ahead on another thread).
+    pub fn fork(&self) -> Reader {
+        Reader {
+            dataset: self.dataset.clone(),
+            task: self.task,
+            inputs: self.inputs.clone(),
+            cache: Vec::new(),
+            cache_row_groups: self.cache_row_groups,
+            row_groups_decoded: 0,
+            direct: self.direct,
+            direct_column_chunks: 0,
+        }
+    }
+
     /// Whether non-null `fixed_size_list<float>` columns are decoded
     /// straight from their pages (the default) or, with `false`, through
     /// Arrow's list reader like every other column (both give the same

@@ -12,9 +12,10 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use datasets::read::Reader;
-use datasets::{DataCursor, Plan};
+use datasets::{DataCursor, MicroBatch, Plan, Prefetch, StepBatch, StepBatches};
 use models::training::Trainer;
 use models::{Batch, Model};
 use ops::checkpoint::{self, TensorFile};
@@ -65,6 +66,21 @@ pub struct Replica {
     /// A graph job's graph, dealt to the virtual ranks (see
     /// [`crate::graph`]); `None` for jobs that read samples.
     graph: Option<RankedGraph>,
+    /// The next steps' micro-batches, read ahead on a thread.
+    read_ahead: Option<ReadAhead>,
+}
+
+/// Steps read ahead by [`Prefetch`] for one range of virtual ranks.
+struct ReadAhead {
+    ranks: Range<usize>,
+    /// In a mutex only so that the replica is `Sync` (it is reached
+    /// through `&mut self`, never locked).
+    steps: Mutex<Prefetch<datasets::Result<StepBatch>>>,
+}
+
+impl ReadAhead {
+    /// How many steps the thread reads ahead of the one being trained.
+    const DEPTH: usize = 2;
 }
 
 impl std::fmt::Debug for Replica {
@@ -114,6 +130,7 @@ impl Replica {
             completed_steps: 0,
             batches: Vec::new(),
             graph: None,
+            read_ahead: None,
         })
     }
 
@@ -172,10 +189,9 @@ impl Replica {
             self.batches = ranks.map(|rank| graph.rank_batch(rank).clone()).collect();
             return Ok(());
         }
-        let micro_batches = self.plan.micro_batches(self.cursor, ranks)?;
+        let micro_batches = self.step_data(ranks)?;
         let mut batches = Vec::with_capacity(micro_batches.len());
-        for micro_batch in micro_batches {
-            let data = self.reader.read_samples(&micro_batch.samples)?;
+        for (_, data) in micro_batches {
             batches.push(model_batch(
                 &self.job.model_kind,
                 &self.job.model_config,
@@ -187,6 +203,52 @@ impl Replica {
         }
         self.batches = batches;
         Ok(())
+    }
+
+    /// The samples and data of ranks `ranks` at the current cursor: from
+    /// the read-ahead thread when it has this very step, otherwise read
+    /// here (the first step, after a restore or a change of hosted ranks,
+    /// and after a read error, which is then reported from this read), and
+    /// the thread restarted from the next step.
+    fn step_data(
+        &mut self,
+        ranks: Range<usize>,
+    ) -> Result<Vec<(MicroBatch, datasets::Batch)>, WorkerError> {
+        if let Some(read_ahead) = self
+            .read_ahead
+            .as_mut()
+            .filter(|ahead| ahead.ranks == ranks)
+            && let Ok(steps) = read_ahead.steps.get_mut()
+            && let Some(Ok(step)) = steps.next()
+            && step.cursor == self.cursor
+        {
+            return Ok(step.micro_batches);
+        }
+        // Stops the thread (after the read it is doing).
+        self.read_ahead = None;
+        let mut data = Vec::new();
+        for micro_batch in self.plan.micro_batches(self.cursor, ranks.clone())? {
+            let batch = self.reader.read_samples(&micro_batch.samples)?;
+            data.push((micro_batch, batch));
+        }
+        let left = self.job.steps.saturating_sub(self.completed_steps + 1);
+        if left > 0 {
+            let steps = StepBatches::new(
+                self.plan.clone(),
+                self.reader.fork(),
+                ranks.clone(),
+                self.plan.next(self.cursor),
+                left,
+            )?;
+            // Without a thread, every step is read here.
+            self.read_ahead = Prefetch::new(steps, ReadAhead::DEPTH)
+                .ok()
+                .map(|steps| ReadAhead {
+                    ranks,
+                    steps: Mutex::new(steps),
+                });
+        }
+        Ok(data)
     }
 
     /// The bucket layout of objective `objective`'s gradients.
