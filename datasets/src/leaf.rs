@@ -1,17 +1,21 @@
-//! Direct decoding of the common float-vector column, a non-null
-//! `fixed_size_list<float32|float64>[width]`: its one leaf column is read
-//! page by page into a pre-sized `f32` buffer. The repetition and definition
-//! levels are checked against the only pattern such a column can have (every
-//! level defined, a new row every `width` values) while still encoded, a byte
-//! of bit-packed levels at a time, instead of being decoded one by one and
-//! assembled into Arrow lists (what arrow-rs' list reader spends most of its
-//! time on).
+//! Direct decoding of the two common list columns, read page by page from
+//! their one leaf column instead of through Arrow's list readers (which spend
+//! most of their time decoding levels one by one and assembling lists):
 //!
-//! Anything else (a nullable list, a dictionary page, an encoding other than
-//! PLAIN or BYTE_STREAM_SPLIT, levels that do not fit the pattern, a page the
-//! reader rejects) makes [`read_fixed_floats`] answer `None`, and the caller
-//! decodes the column through Arrow as before, which gives the same values or
-//! the same error.
+//! - a non-null `fixed_size_list<float32|float64>[width]` (float vectors):
+//!   values into a pre-sized `f32` buffer, the repetition and definition
+//!   levels checked against the only pattern such a column can have (every
+//!   level defined, a new row every `width` values) while still encoded, a
+//!   byte of eight bit-packed levels at a time ([`read_fixed_floats`]);
+//! - a non-null `list<int32|int64>` of non-null values with no empty list
+//!   (token sequences): values PLAIN or through the dictionary, row offsets
+//!   from the zero bits of the bit-packed repetition levels
+//!   ([`read_int_lists`]).
+//!
+//! Anything else (a nullable list, an empty list, an unsupported encoding,
+//! levels that do not fit, a page the reader rejects) makes them answer
+//! `None`, and the caller decodes that column chunk through Arrow as
+//! before, which gives the same values or the same error.
 use std::sync::Arc;
 
 use parquet::basic::{Encoding, Type as PhysicalType};
@@ -23,7 +27,7 @@ use parquet::file::serialized_reader::SerializedPageReader;
 /// The leaf column of root column `root` if it can be read directly: its
 /// only leaf, floats, with one repeated level and nothing optional (a
 /// required list of required values).
-pub(crate) fn direct_leaf(metadata: &ParquetMetaData, root: usize) -> Option<usize> {
+pub(crate) fn direct_leaf(metadata: &ParquetMetaData, root: usize, ints: bool) -> Option<usize> {
     let schema = metadata.file_metadata().schema_descr();
     let mut leaves =
         (0..schema.num_columns()).filter(|&leaf| schema.get_column_root_idx(leaf) == root);
@@ -32,11 +36,12 @@ pub(crate) fn direct_leaf(metadata: &ParquetMetaData, root: usize) -> Option<usi
         return None;
     }
     let column = schema.column(leaf);
-    let floats = matches!(
-        column.physical_type(),
-        PhysicalType::FLOAT | PhysicalType::DOUBLE
-    );
-    (floats && column.max_def_level() == 1 && column.max_rep_level() == 1).then_some(leaf)
+    let fits = match column.physical_type() {
+        PhysicalType::FLOAT | PhysicalType::DOUBLE => !ints,
+        PhysicalType::INT32 | PhysicalType::INT64 => ints,
+        _ => false,
+    };
+    (fits && column.max_def_level() == 1 && column.max_rep_level() == 1).then_some(leaf)
 }
 
 /// The values of leaf column `leaf` (see [`direct_leaf`]) of row group
@@ -67,44 +72,16 @@ pub(crate) fn read_fixed_floats<R: ChunkReader + 'static>(
     let mut values = Vec::with_capacity(total);
     let mut position = 0usize;
     while let Some(page) = pages.get_next_page().ok()? {
-        let (levels, encoding, buf, count) = match &page {
-            Page::DataPage {
-                buf,
-                num_values,
-                encoding,
-                def_level_encoding,
-                rep_level_encoding,
-                ..
-            } => {
-                if *def_level_encoding != Encoding::RLE || *rep_level_encoding != Encoding::RLE {
-                    return None;
-                }
-                let (repetition, rest) = length_prefixed(buf)?;
-                let (definition, rest) = length_prefixed(rest)?;
-                ((repetition, definition), *encoding, rest, *num_values)
-            }
-            Page::DataPageV2 {
-                buf,
-                num_values,
-                encoding,
-                num_nulls,
-                def_levels_byte_len,
-                rep_levels_byte_len,
-                ..
-            } => {
-                if *num_nulls != 0 {
-                    return None;
-                }
-                let (repetition, rest) = buf.split_at_checked(*rep_levels_byte_len as usize)?;
-                let (definition, rest) = rest.split_at_checked(*def_levels_byte_len as usize)?;
-                ((repetition, definition), *encoding, rest, *num_values)
-            }
-            Page::DictionaryPage { .. } => return None,
-        };
-        let count = count as usize;
+        let DataPage {
+            repetition,
+            definition,
+            encoding,
+            values: buf,
+            levels: count,
+        } = split_page(&page)?;
         if count > total - position
-            || !rows_pattern.check(levels.0, count, position)
-            || !all_defined(levels.1, count)
+            || !rows_pattern.check(repetition, count, position)
+            || !all_defined(definition, count)
         {
             return None;
         }
@@ -142,6 +119,249 @@ pub(crate) fn read_fixed_floats<R: ChunkReader + 'static>(
         position += count;
     }
     (position == total).then_some(values)
+}
+
+/// A data page's repetition and definition levels, value encoding, values
+/// and number of levels; `None` for a dictionary page, levels in the
+/// deprecated BIT_PACKED encoding, nulls, or lengths that do not fit.
+fn split_page(page: &Page) -> Option<DataPage<'_>> {
+    let ((repetition, definition), encoding, values, levels) = match page {
+        Page::DataPage {
+            buf,
+            num_values,
+            encoding,
+            def_level_encoding,
+            rep_level_encoding,
+            ..
+        } => {
+            if *def_level_encoding != Encoding::RLE || *rep_level_encoding != Encoding::RLE {
+                return None;
+            }
+            let (repetition, rest) = length_prefixed(buf)?;
+            let (definition, rest) = length_prefixed(rest)?;
+            ((repetition, definition), *encoding, rest, *num_values)
+        }
+        Page::DataPageV2 {
+            buf,
+            num_values,
+            encoding,
+            num_nulls,
+            def_levels_byte_len,
+            rep_levels_byte_len,
+            ..
+        } => {
+            if *num_nulls != 0 {
+                return None;
+            }
+            let (repetition, rest) = buf.split_at_checked(*rep_levels_byte_len as usize)?;
+            let (definition, rest) = rest.split_at_checked(*def_levels_byte_len as usize)?;
+            ((repetition, definition), *encoding, rest, *num_values)
+        }
+        Page::DictionaryPage { .. } => return None,
+    };
+    Some(DataPage {
+        repetition,
+        definition,
+        encoding,
+        values,
+        levels: levels as usize,
+    })
+}
+
+/// The parts of a data page.
+struct DataPage<'a> {
+    repetition: &'a [u8],
+    definition: &'a [u8],
+    encoding: Encoding,
+    values: &'a [u8],
+    levels: usize,
+}
+
+/// The values and row offsets (`rows + 1`, from 0) of leaf column `leaf`
+/// (see [`direct_leaf`]) of row group `row_group`, a non-null list of
+/// non-null integers per row, none of them empty. Values PLAIN or
+/// dictionary-encoded. `None` for anything else.
+pub(crate) fn read_int_lists<R: ChunkReader + 'static>(
+    reader: Arc<R>,
+    metadata: &ParquetMetaData,
+    row_group: usize,
+    leaf: usize,
+) -> Option<(Vec<i64>, Vec<usize>)> {
+    let group = metadata.row_groups().get(row_group)?;
+    let rows = usize::try_from(group.num_rows()).ok()?;
+    let column = group.columns().get(leaf)?;
+    let wide = match column.column_descr().physical_type() {
+        PhysicalType::INT32 => false,
+        PhysicalType::INT64 => true,
+        _ => return None,
+    };
+    let plain = |buf: &[u8]| -> Option<Vec<i64>> {
+        if wide {
+            buf.len().is_multiple_of(8).then(|| {
+                buf.chunks_exact(8)
+                    .map(|bytes| {
+                        i64::from_le_bytes([
+                            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6],
+                            bytes[7],
+                        ])
+                    })
+                    .collect()
+            })
+        } else {
+            buf.len().is_multiple_of(4).then(|| {
+                buf.chunks_exact(4)
+                    .map(|bytes| {
+                        i64::from(i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+                    })
+                    .collect()
+            })
+        }
+    };
+    let mut pages = SerializedPageReader::new(reader, column, rows, None).ok()?;
+    let mut dictionary: Option<Vec<i64>> = None;
+    let mut values: Vec<i64> = Vec::new();
+    let mut offsets: Vec<usize> = Vec::with_capacity(rows + 1);
+    while let Some(page) = pages.get_next_page().ok()? {
+        if let Page::DictionaryPage { buf, encoding, .. } = &page {
+            if dictionary.is_some()
+                || !matches!(encoding, Encoding::PLAIN | Encoding::PLAIN_DICTIONARY)
+            {
+                return None;
+            }
+            dictionary = Some(plain(buf)?);
+            continue;
+        }
+        let DataPage {
+            repetition,
+            definition,
+            encoding,
+            values: buf,
+            levels: count,
+        } = split_page(&page)?;
+        let position = values.len();
+        if !row_starts(repetition, count, position, &mut offsets) || !all_defined(definition, count)
+        {
+            return None;
+        }
+        match encoding {
+            Encoding::PLAIN => {
+                let page_values = plain(buf)?;
+                if page_values.len() != count {
+                    return None;
+                }
+                values.extend_from_slice(&page_values);
+            }
+            Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY => {
+                let dictionary = dictionary.as_deref()?;
+                let (&width, indices) = buf.split_first()?;
+                values.reserve(count);
+                if !dictionary_values(indices, usize::from(width), count, dictionary, &mut values) {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+    if offsets.len() != rows || offsets.first().is_some_and(|&first| first != 0) {
+        return None;
+    }
+    offsets.push(values.len());
+    Some((values, offsets))
+}
+
+/// Appends to `starts` the positions (counted from the row group's first
+/// value; this page's first is `position`) of the repetition levels 0,
+/// bit width 1, among `count` levels: where rows start.
+fn row_starts(bytes: &[u8], count: usize, position: usize, starts: &mut Vec<usize>) -> bool {
+    let mut at = position;
+    walk_levels(bytes, count, |run| {
+        match run {
+            Run::Repeated { value: 0, levels } => starts.extend(at..at + levels),
+            Run::Repeated { value: 1, .. } => {}
+            Run::Repeated { .. } => return false,
+            Run::Packed { bytes, levels } => {
+                for (index, &byte) in bytes[..levels.div_ceil(8)].iter().enumerate() {
+                    let valid = low_bits(levels - index * 8);
+                    let mut zeros = !byte & valid;
+                    while zeros != 0 {
+                        starts.push(at + index * 8 + zeros.trailing_zeros() as usize);
+                        zeros &= zeros - 1;
+                    }
+                }
+            }
+        }
+        at += match run {
+            Run::Repeated { levels, .. } | Run::Packed { levels, .. } => levels,
+        };
+        true
+    })
+}
+
+/// Decodes `count` dictionary indices of bit width `width` (Parquet's
+/// RLE/bit-packed hybrid) and appends their dictionary values to `out`.
+/// False on an index outside the dictionary or bytes that end early.
+fn dictionary_values(
+    mut bytes: &[u8],
+    width: usize,
+    count: usize,
+    dictionary: &[i64],
+    out: &mut Vec<i64>,
+) -> bool {
+    if width > 32 {
+        return false;
+    }
+    let mask = if width == 0 {
+        0
+    } else {
+        u64::MAX >> (64 - width)
+    };
+    let mut left = count;
+    while left > 0 {
+        let Some(header) = uleb128(&mut bytes) else {
+            return false;
+        };
+        let Ok(length) = usize::try_from(header >> 1) else {
+            return false;
+        };
+        if header & 1 == 1 {
+            let Some(size) = length.checked_mul(width) else {
+                return false;
+            };
+            let Some((run, rest)) = bytes.split_at_checked(size) else {
+                return false;
+            };
+            bytes = rest;
+            let levels = left.min(length.saturating_mul(8));
+            for index in 0..levels {
+                let bit = index * width;
+                let start = bit / 8;
+                let mut word = [0u8; 8];
+                let end = (start + 8).min(run.len());
+                word[..end - start].copy_from_slice(&run[start..end]);
+                let key = (u64::from_le_bytes(word) >> (bit % 8)) & mask;
+                let Some(&value) = dictionary.get(key as usize) else {
+                    return false;
+                };
+                out.push(value);
+            }
+            left -= levels;
+        } else {
+            let size = width.div_ceil(8);
+            let Some((value, rest)) = bytes.split_at_checked(size) else {
+                return false;
+            };
+            bytes = rest;
+            let mut word = [0u8; 8];
+            word[..size].copy_from_slice(value);
+            let Some(&value) = dictionary.get(u64::from_le_bytes(word) as usize) else {
+                return false;
+            };
+            let levels = left.min(length);
+            out.extend(std::iter::repeat_n(value, levels));
+            left -= levels;
+        }
+    }
+    true
 }
 
 /// The `N` byte streams of `count` values in BYTE_STREAM_SPLIT order.
@@ -362,6 +582,33 @@ mod tests {
         );
         assert!(!pattern.check(&[6, 1], 3, 1), "a row of four values");
         assert!(!pattern.check(&[4, 1], 3, 1), "bytes end early");
+    }
+
+    #[test]
+    fn dictionary_indices_of_any_width_and_bad_ones() {
+        let dictionary: Vec<i64> = (0..8).map(|value| value * 10).collect();
+        // Width 3: a bit-packed group of 0..8, then a run of five 6s.
+        let mut bytes = vec![3u8];
+        let packed = (0..8u32).fold(0u32, |word, index| word | (index << (3 * index)));
+        bytes.extend_from_slice(&packed.to_le_bytes()[..3]);
+        bytes.extend_from_slice(&[5 << 1, 6]);
+        let mut out = Vec::new();
+        assert!(dictionary_values(&bytes, 3, 13, &dictionary, &mut out));
+        assert_eq!(out, [0, 10, 20, 30, 40, 50, 60, 70, 60, 60, 60, 60, 60]);
+        // Index 9 is outside the dictionary; bytes that end early.
+        assert!(!dictionary_values(&[2, 9], 4, 1, &dictionary, &mut out));
+        assert!(!dictionary_values(&[3, 0], 3, 9, &dictionary, &mut out));
+    }
+
+    #[test]
+    fn row_starts_are_the_zero_repetition_levels() {
+        let levels = [0u8, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1];
+        let mut starts = Vec::new();
+        assert!(row_starts(&packed(&levels), levels.len(), 5, &mut starts));
+        assert_eq!(starts, [5, 8, 9, 14]);
+        let mut starts = Vec::new();
+        assert!(row_starts(&[6, 0, 4, 1], 5, 0, &mut starts));
+        assert_eq!(starts, [0, 1, 2]);
     }
 
     #[test]

@@ -229,9 +229,10 @@ impl Reader {
         }
     }
 
-    /// Whether non-null `fixed_size_list<float>` columns are decoded
-    /// straight from their pages (the default) or, with `false`, through
-    /// Arrow's list reader like every other column (both give the same
+    /// Whether non-null `fixed_size_list<float>` columns and non-null
+    /// `list<int>` sequence columns are decoded straight from their pages
+    /// (the default) or, with `false`, through Arrow's list readers like
+    /// every other column (both give the same
     /// values and errors; the switch is for tests and benchmarks).
     pub fn with_direct_decoding(mut self, direct: bool) -> Self {
         self.direct = direct;
@@ -496,27 +497,30 @@ impl Reader {
     }
 
     /// Decodes input `input`'s column of one row group straight from its
-    /// pages if it is a non-null `fixed_size_list<float>` in a supported
-    /// encoding (see [`leaf`]); `None` otherwise, and on any problem (the
-    /// Arrow path then decodes the column and reports it).
+    /// pages if it is a non-null `fixed_size_list<float>` (float vectors)
+    /// or `list<int>` (sequences) in a supported encoding (see [`leaf`]);
+    /// `None` otherwise, and on any problem (the Arrow path then decodes
+    /// the column and reports it).
     fn decode_direct(
         &self,
         global_row_group: usize,
         input: &BoundInput,
         source: &Source,
-    ) -> Option<Float32Array> {
-        if !self.direct || input.input.kind != InputKind::FloatVector {
+    ) -> Option<DecodedColumn> {
+        if !self.direct {
             return None;
         }
-        let DataType::FixedSizeList(_, width) =
-            self.dataset.schema().field(input.column_index).data_type()
-        else {
-            return None;
+        let data_type = self.dataset.schema().field(input.column_index).data_type();
+        let width = match (input.input.kind, data_type) {
+            (InputKind::FloatVector, DataType::FixedSizeList(_, width)) => {
+                Some(usize::try_from(*width).ok()?)
+            }
+            (InputKind::IntSequence { .. }, DataType::List(_) | DataType::LargeList(_)) => None,
+            _ => return None,
         };
         let span = self.dataset.layout().row_groups()[global_row_group];
         let metadata = self.dataset.files()[span.file].metadata().metadata();
-        let leaf_index = leaf::direct_leaf(metadata, input.column_index)?;
-        let width = usize::try_from(*width).ok()?;
+        let leaf_index = leaf::direct_leaf(metadata, input.column_index, width.is_none())?;
         let chunks = match source {
             Source::Chunks(chunks) => chunks.clone(),
             Source::File(file) => {
@@ -531,14 +535,23 @@ impl Reader {
                 SparseChunks::new(size, vec![(start, bytes.into())])
             }
         };
-        leaf::read_fixed_floats(
-            Arc::new(chunks),
-            metadata,
-            span.row_group,
-            leaf_index,
-            width,
-        )
-        .map(Float32Array::from)
+        let chunks = Arc::new(chunks);
+        match width {
+            Some(width) => {
+                leaf::read_fixed_floats(chunks, metadata, span.row_group, leaf_index, width).map(
+                    |values| DecodedColumn {
+                        values: Values::Floats(Float32Array::from(values)),
+                        layout: RowLayout::Fixed(width),
+                    },
+                )
+            }
+            None => leaf::read_int_lists(chunks, metadata, span.row_group, leaf_index).map(
+                |(values, offsets)| DecodedColumn {
+                    values: Values::Ints(Int64Array::from(values)),
+                    layout: RowLayout::Offsets(offsets),
+                },
+            ),
+        }
     }
 
     /// The projected columns of one row group as Arrow record batches,
@@ -579,7 +592,7 @@ impl Reader {
         let mask = self.projection(data_file.metadata().parquet_schema());
         let source = self.source(global_row_group, &mask)?;
         // Columns decoded directly; the others go through Arrow.
-        let direct: Vec<Option<Float32Array>> = self
+        let direct: Vec<Option<DecodedColumn>> = self
             .inputs
             .iter()
             .map(|input| self.decode_direct(global_row_group, input, &source))
@@ -608,8 +621,8 @@ impl Reader {
             .collect();
         let mut direct = direct.into_iter();
         for column in &mut columns {
-            if let Some(values) = direct.next().flatten() {
-                column.values = Values::Floats(values);
+            if let Some(decoded) = direct.next().flatten() {
+                *column = decoded;
             }
         }
         let arrow_inputs: Vec<usize> = self

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow_array::builder::{Int32Builder, Int64Builder, ListBuilder};
 use arrow_array::types::Float32Type;
 use arrow_array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int64Array, RecordBatch,
@@ -309,5 +310,149 @@ fn a_null_vector_is_the_same_error_either_way() {
     assert!(
         text.contains("null-vector.parquet") && text.contains("\"x\"") && text.contains("null"),
         "{text}"
+    );
+}
+
+/// A sequence table: `tokens` and `targets` lists of int64 (or int32) of
+/// the given lengths, values cycling through `vocab`.
+fn sequence_table(lengths: &[usize], vocab: i64, int32: bool) -> RecordBatch {
+    let column = |offset: i64| -> ArrayRef {
+        let mut next = offset;
+        let mut value = || {
+            next += 7;
+            next % vocab - vocab / 3
+        };
+        if int32 {
+            let mut builder = ListBuilder::new(Int32Builder::new())
+                .with_field(Arc::new(Field::new_list_field(DataType::Int32, false)));
+            for &length in lengths {
+                for _ in 0..length {
+                    builder.values().append_value(value() as i32);
+                }
+                builder.append(true);
+            }
+            Arc::new(builder.finish())
+        } else {
+            let mut builder = ListBuilder::new(Int64Builder::new())
+                .with_field(Arc::new(Field::new_list_field(DataType::Int64, false)));
+            for &length in lengths {
+                for _ in 0..length {
+                    builder.values().append_value(value());
+                }
+                builder.append(true);
+            }
+            Arc::new(builder.finish())
+        }
+    };
+    let tokens = column(0);
+    let targets = column(3);
+    let schema = Schema::new(vec![
+        Field::new("tokens", tokens.data_type().clone(), false),
+        Field::new("targets", targets.data_type().clone(), false),
+    ]);
+    RecordBatch::try_new(Arc::new(schema), vec![tokens, targets]).unwrap()
+}
+
+/// Like [`check`] for the sequence task: `expect_direct` says whether both
+/// columns should be decoded directly.
+#[track_caller]
+fn check_sequences(
+    directory: &Path,
+    name: &str,
+    batch: &RecordBatch,
+    case: Case,
+    expect_direct: bool,
+) {
+    let path = directory.join(format!("{name}.parquet"));
+    let mut properties = WriterProperties::builder()
+        .set_compression(case.compression)
+        .set_max_row_group_row_count(Some(case.rows_per_group))
+        .set_data_page_row_count_limit(case.page_rows)
+        .set_write_batch_size(case.page_rows.min(1024))
+        .set_dictionary_enabled(case.dictionary)
+        .set_writer_version(if case.v2 {
+            WriterVersion::PARQUET_2_0
+        } else {
+            WriterVersion::PARQUET_1_0
+        });
+    if !case.dictionary {
+        properties = properties.set_encoding(Encoding::PLAIN);
+    }
+    let file = std::fs::File::create(&path).unwrap();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties.build())).unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+    let open = |direct: bool| {
+        Reader::new(
+            Dataset::open(&[&path]).unwrap(),
+            Task::Sequence,
+            &ColumnMapping::new(),
+        )
+        .unwrap()
+        .with_direct_decoding(direct)
+    };
+    let (mut direct, mut arrow) = (open(true), open(false));
+    let rows = batch.num_rows() as u64;
+    let whole = direct.read_all().unwrap();
+    assert_eq!(whole, arrow.read_all().unwrap(), "{name}");
+    let scattered: Vec<u64> = (0..rows).map(|index| index * 37 % rows).collect();
+    assert_eq!(
+        direct.read_samples(&scattered).unwrap(),
+        arrow.read_samples(&scattered).unwrap(),
+        "{name}"
+    );
+    let groups = rows.div_ceil(case.rows_per_group as u64);
+    assert_eq!(
+        direct.direct_column_chunks(),
+        if expect_direct {
+            2 * (groups + direct.row_groups_decoded())
+        } else {
+            0
+        },
+        "{name}"
+    );
+    assert_eq!(arrow.direct_column_chunks(), 0);
+}
+
+#[test]
+fn sequences_decode_the_same_directly_and_through_arrow() {
+    let directory = tempfile::tempdir().unwrap();
+    let lengths: Vec<usize> = (0..300)
+        .map(|row| [1, 2, 63, 64, 65, 7, 256][row % 7])
+        .collect();
+    for rows in [1usize, 2, 63, 64, 65, 300] {
+        for rows_per_group in [1usize, 2, 64, 65, 1000] {
+            for (vocab, int32, dictionary, v2, page_rows) in [
+                (16, false, true, false, 20_000),
+                (16, false, true, true, 3),
+                (100_000, false, true, false, 20_000),
+                (1 << 40, false, true, false, 20_000),
+                (16, false, false, false, 5),
+                (16, true, true, false, 20_000),
+                (1000, true, false, true, 20_000),
+            ] {
+                let case = Case {
+                    dictionary,
+                    v2,
+                    page_rows,
+                    ..Case::new(1, rows, rows_per_group)
+                };
+                let name = format!(
+                    "seq-{rows}-{rows_per_group}-{vocab}-{int32}-{dictionary}-{v2}-{page_rows}"
+                );
+                let batch = sequence_table(&lengths[..rows], vocab, int32);
+                check_sequences(directory.path(), &name, &batch, case, true);
+            }
+        }
+    }
+    // Row groups with an empty sequence go through Arrow (a row group
+    // without one would still be decoded directly).
+    let batch = sequence_table(&[0, 3, 0], 16, false);
+    check_sequences(
+        directory.path(),
+        "seq-empty",
+        &batch,
+        Case::new(1, 3, 2),
+        false,
     );
 }
