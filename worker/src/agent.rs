@@ -43,7 +43,7 @@ use crate::job::{PreparedJob, prepare};
 use crate::local::StepReport;
 use crate::metrics::{JobMetrics, WorkerMetrics};
 use crate::overlap::{ReduceFailure, compute_and_all_reduce};
-use crate::replica::Replica;
+use crate::replica::{DataWait, Replica, objective_compute};
 use crate::single_node::{TimedStep, off_thread, sha256_hex};
 
 /// How a worker finds its coordinator and its peers.
@@ -929,13 +929,7 @@ async fn train_step(
     };
     let step = replica.completed_steps();
     let lr = replica.next_lr();
-    let ranks = ring.hosted();
-    let started = Instant::now();
-    match off_thread(replica, move |r| r.load_micro_batches(ranks)).await {
-        Ok((back, ())) => replica = back,
-        Err(error) => return StepEnd::Failed(error),
-    }
-    let data_wait = started.elapsed();
+    let data_wait = Arc::new(DataWait::default());
     let (mut compute, mut all_reduce) = (Duration::ZERO, Duration::ZERO);
     let mut losses = Vec::new();
     let mut gradient_norms = Vec::new();
@@ -946,7 +940,7 @@ async fn train_step(
             replica,
             ring,
             layout.clone(),
-            move |r, emit| r.stream_gradients(objective, emit),
+            objective_compute(objective, ring.hosted(), data_wait.clone()),
             async move {
                 let mut cancelled = cancelled;
                 cancellation(&mut cancelled).await
@@ -984,6 +978,9 @@ async fn train_step(
             }
         };
         compute += reduced.compute;
+        if objective == 0 {
+            compute = compute.saturating_sub(data_wait.get());
+        }
         all_reduce += reduced.exposed_all_reduce;
         context.metrics.record_all_reduce(
             ring.member_index(),
@@ -1008,7 +1005,7 @@ async fn train_step(
     *slot = Some(replica);
     StepEnd::Done(TimedStep {
         report: StepReport { step, lr, losses },
-        data_wait,
+        data_wait: data_wait.get(),
         compute,
         all_reduce,
         gradient_norms,

@@ -11,8 +11,9 @@
 //! the number of workers.
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use datasets::read::Reader;
 use datasets::{DataCursor, MicroBatch, Plan, Prefetch, StepBatch, StepBatches};
@@ -365,5 +366,38 @@ impl Replica {
             self.cursor = DataCursor { epoch, step };
         }
         Ok(())
+    }
+}
+
+/// Where a step's data wait is recorded by [`objective_compute`].
+#[derive(Debug, Default)]
+pub struct DataWait(AtomicU64);
+
+impl DataWait {
+    /// The time the last load took.
+    pub fn get(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// The compute-thread work of objective `objective` of a step: for the
+/// first objective, the step's micro-batches of virtual ranks `ranks` are
+/// loaded first, in the same hand-off to the thread (so the step waits for
+/// its data only as long as it takes to take it), with their time kept in
+/// `data_wait`; then the objective's gradients are streamed to `emit`.
+pub fn objective_compute(
+    objective: usize,
+    ranks: Range<usize>,
+    data_wait: Arc<DataWait>,
+) -> impl for<'a> FnOnce(&mut Replica, Emit<'a>) -> Result<(), WorkerError> + Send + 'static {
+    move |replica: &mut Replica, emit: Emit<'_>| {
+        if objective == 0 {
+            let began = Instant::now();
+            replica.load_micro_batches(ranks)?;
+            data_wait
+                .0
+                .store(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        replica.stream_gradients(objective, emit)
     }
 }

@@ -16,7 +16,7 @@ use crate::WorkerError;
 use crate::collective::{CollectiveConfig, Ring, RingLayout, RingMemberAddress, RingSpec};
 use crate::local::StepReport;
 use crate::overlap::{ReduceFailure, compute_and_all_reduce, compute_parallelism};
-use crate::replica::{Replica, TrainingJob};
+use crate::replica::{DataWait, Replica, TrainingJob, objective_compute};
 
 /// How a single-node run is laid out.
 #[derive(Clone, Debug)]
@@ -208,10 +208,7 @@ async fn train_replica(
     while !replica.is_finished() {
         let step = replica.completed_steps();
         let lr = replica.next_lr();
-        let started = Instant::now();
-        let ranks = hosted.clone();
-        (replica, ()) = off_thread(replica, move |r| r.load_micro_batches(ranks)).await?;
-        let data_wait = started.elapsed();
+        let data_wait = Arc::new(DataWait::default());
         let (mut compute, mut all_reduce) = (Duration::ZERO, Duration::ZERO);
         let mut losses = Vec::new();
         for (objective, name) in replica.objective_names().into_iter().enumerate() {
@@ -221,7 +218,7 @@ async fn train_replica(
                 replica,
                 &mut ring,
                 layout,
-                move |r, emit| r.stream_gradients(objective, emit),
+                objective_compute(objective, hosted.clone(), data_wait.clone()),
                 std::future::pending(),
             )
             .await?;
@@ -231,6 +228,9 @@ async fn train_replica(
                 ReduceFailure::Cancelled => unreachable!("a single-node run is never cancelled"),
             })?;
             compute += reduced.compute;
+            if objective == 0 {
+                compute = compute.saturating_sub(data_wait.get());
+            }
             all_reduce += reduced.exposed_all_reduce;
             let began = Instant::now();
             let loss;
@@ -243,7 +243,7 @@ async fn train_replica(
         if let Some(steps) = &steps {
             let _ = steps.send(TimedStep {
                 report: StepReport { step, lr, losses },
-                data_wait,
+                data_wait: data_wait.get(),
                 compute,
                 all_reduce,
                 gradient_norms: Vec::new(),
