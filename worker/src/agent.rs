@@ -234,6 +234,17 @@ enum AttemptEnd {
     Failed(String),
 }
 
+impl AttemptEnd {
+    fn name(&self) -> &'static str {
+        match self {
+            AttemptEnd::Completed => "completed",
+            AttemptEnd::Cancelled => "cancelled",
+            AttemptEnd::RingFailed(_) => "ring failed",
+            AttemptEnd::Failed(_) => "failed",
+        }
+    }
+}
+
 enum Event {
     Shutdown,
     Heartbeat,
@@ -506,6 +517,7 @@ impl Agent {
 
     fn cancel_attempt(&mut self) {
         if let Some(attempt) = self.slot.as_ref().and_then(|slot| slot.attempt.as_ref()) {
+            tracing::debug!(worker = self.worker_id, "cancelling the running attempt");
             let _ = attempt.cancel.send(true);
         }
     }
@@ -521,6 +533,12 @@ impl Agent {
             return;
         };
         let (cancel, cancelled) = watch::channel(false);
+        tracing::debug!(
+            job = slot.job_id,
+            worker = self.worker_id,
+            ring = membership.generation,
+            "attempt starts"
+        );
         let metrics = self.config.metrics.job(slot.job_id, &self.config.name);
         let context = AttemptContext {
             metrics,
@@ -560,6 +578,13 @@ impl Agent {
         if outcome.replica.is_some() {
             slot.replica = outcome.replica;
         }
+        tracing::debug!(
+            job = slot.job_id,
+            worker = self.worker_id,
+            end = outcome.end.name(),
+            ring = slot.membership.as_ref().map(|m| m.generation),
+            "attempt ended"
+        );
         match outcome.end {
             AttemptEnd::Completed => {
                 slot.ended = true;
