@@ -8,5 +8,6 @@ pub mod fast_math;
 pub mod matmul;
 pub mod recurrent;
 pub mod scan;
+pub mod small_gemm;
 pub mod sparse;
 pub mod vector_state;

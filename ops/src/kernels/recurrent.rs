@@ -14,6 +14,7 @@ use faer::Par;
 
 use crate::kernels::fast_math::{sigmoid, tanh};
 use crate::kernels::matmul::{Layout, gemm};
+use crate::kernels::small_gemm::gemm_add;
 
 /// Dimensions of a recurrent layer: batch, time, input features, hidden size.
 pub type RecurrentDims = (usize, usize, usize, usize);
@@ -173,17 +174,44 @@ fn finish_grads(
     }
 }
 
-/// What an LSTM forward keeps for its backward.
+/// What an LSTM forward keeps for its backward, time-major: row
+/// `t * batch + b` holds step `t` of batch entry `b`.
 #[derive(Debug)]
 pub struct LstmCache {
-    /// Gate activations `[i f g o]` per (batch, time): (batch, time, 4 hidden).
+    /// The input, time-major: (time, batch, input).
+    pub x: Vec<f32>,
+    /// Gate activations `[i f g o]`: (time, batch, 4 hidden).
     pub gates: Vec<f32>,
-    /// Cell states (batch, time, hidden).
+    /// Cell states: (time, batch, hidden).
     pub cells: Vec<f32>,
+    /// `tanh` of the cell states: (time, batch, hidden).
+    pub tanh_cells: Vec<f32>,
+    /// Hidden states: (time, batch, hidden).
+    pub hidden: Vec<f32>,
+}
+
+/// (outer, inner, width) to (inner, outer, width): swaps the two outer
+/// axes of a row-major array (batch-major to time-major and back).
+fn swap_outer(src: &[f32], outer: usize, inner: usize, width: usize) -> Vec<f32> {
+    debug_assert_eq!(src.len(), outer * inner * width);
+    let mut dst = vec![0.0; src.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let from = (o * inner + i) * width;
+            let to = (i * outer + o) * width;
+            dst[to..to + width].copy_from_slice(&src[from..from + width]);
+        }
+    }
+    dst
 }
 
 /// One LSTM layer: returns the hidden states (batch, time, hidden) and the
 /// cache for [`lstm_backward`]. Initial hidden and cell states are zero.
+///
+/// The layer runs time-major inside: the input projection of every step
+/// is one GEMM into the gate buffer, each step adds `h_{t-1} W_hh^T` for
+/// all four gates with one [`gemm_add`] and applies the gate nonlinearities
+/// and the cell update in place, in one pass.
 ///
 /// # Panics
 /// When a slice's length does not match the dimensions.
@@ -202,181 +230,369 @@ pub fn lstm_forward(
     for (b, &v) in bias.iter_mut().zip(weights.b_hh) {
         *b += v;
     }
-    let projected = project(par, x, weights.w_ih, &bias, batch * time, input);
-    let mut output = vec![0.0; batch * time * hidden];
-    let mut cache = LstmCache {
-        gates: vec![0.0; batch * time * g4],
-        cells: vec![0.0; batch * time * hidden],
-    };
-    let mut h = vec![0.0f32; batch * hidden];
-    let mut c = vec![0.0f32; batch * hidden];
-    let mut step = vec![0.0f32; batch * g4];
+    let x = swap_outer(x, batch, time, input);
+    let mut gates = project(par, &x, weights.w_ih, &bias, batch * time, input);
+    // W_hh^T (hidden x 4 hidden), so that a step's product is row-major
+    let w_hh_t = swap_outer(weights.w_hh, g4, hidden, 1);
+    let step_len = batch * hidden;
+    let mut cells = vec![0.0; time * step_len];
+    let mut tanh_cells = vec![0.0; time * step_len];
+    let mut states = vec![0.0; time * step_len];
+    let zeros = vec![0.0; step_len];
     for t in 0..time {
-        for b in 0..batch {
-            let src = (b * time + t) * g4;
-            step[b * g4..(b + 1) * g4].copy_from_slice(&projected[src..src + g4]);
-        }
+        let pre = &mut gates[t * batch * g4..(t + 1) * batch * g4];
+        let (done, now) = states.split_at_mut(t * step_len);
         if t > 0 {
-            gemm(
-                &mut step,
-                true,
-                &h,
-                Layout::AsIs,
-                weights.w_hh,
-                Layout::Transposed,
-                (batch, hidden, g4),
-                1.0,
-                par,
-            );
+            let h_prev = &done[(t - 1) * step_len..];
+            gemm_add(pre, h_prev, &w_hh_t, (batch, hidden, g4));
         }
-        for b in 0..batch {
-            let pre = &step[b * g4..(b + 1) * g4];
-            let row = (b * time + t) * hidden;
-            let act = &mut cache.gates[(b * time + t) * g4..(b * time + t + 1) * g4];
-            let (c, h) = (
-                &mut c[b * hidden..(b + 1) * hidden],
-                &mut h[b * hidden..(b + 1) * hidden],
-            );
-            let (cells, out) = (
-                &mut cache.cells[row..row + hidden],
-                &mut output[row..row + hidden],
-            );
-            lstm_cell_forward(pre, c, h, act, cells, out);
-        }
+        let (cells_done, cells_now) = cells.split_at_mut(t * step_len);
+        let c_prev = if t > 0 {
+            &cells_done[(t - 1) * step_len..]
+        } else {
+            &zeros[..]
+        };
+        lstm_step_forward(
+            pre,
+            c_prev,
+            &mut cells_now[..step_len],
+            &mut tanh_cells[t * step_len..(t + 1) * step_len],
+            &mut now[..step_len],
+            hidden,
+        );
     }
+    let output = swap_outer(&states, time, batch, hidden);
+    let cache = LstmCache {
+        x,
+        gates,
+        cells,
+        tanh_cells,
+        hidden: states,
+    };
     (output, cache)
 }
 
 /// Backward of [`lstm_forward`] through time, given the gradient of the
 /// hidden states `grad_output` (batch, time, hidden).
+///
+/// Each step computes the pre-activation gradients of all gates in one
+/// pass and adds their product with `W_hh` to the previous step's hidden
+/// gradient ([`gemm_add`]); the weight gradients are then one GEMM each
+/// over all time steps, the bias gradients one column sum.
 #[track_caller]
 pub fn lstm_backward(
     par: Par,
     grad_output: &[f32],
-    x: &[f32],
-    output: &[f32],
     cache: &LstmCache,
     weights: RecurrentWeights<'_>,
     dims: RecurrentDims,
 ) -> RecurrentGrads {
-    let (batch, time, _, hidden) = dims;
+    let (batch, time, input, hidden) = dims;
     assert_eq!(
         grad_output.len(),
         batch * time * hidden,
         "lstm: gradient length"
     );
     let g4 = 4 * hidden;
-    let mut d_pre = vec![0.0f32; batch * time * g4];
-    let mut dh_next = vec![0.0f32; batch * hidden];
-    let mut dc_next = vec![0.0f32; batch * hidden];
-    let mut step = vec![0.0f32; batch * g4];
-    let zeros = vec![0.0f32; hidden];
+    let rows = batch * time;
+    let step_len = batch * hidden;
+    // dh, time-major; step t's entry gains the recurrent part during step t + 1
+    let mut dh = swap_outer(grad_output, batch, time, hidden);
+    let mut d_pre = vec![0.0f32; rows * g4];
+    let mut dc = vec![0.0f32; step_len];
+    let zeros = vec![0.0f32; step_len];
     for t in (0..time).rev() {
-        for b in 0..batch {
-            let row = (b * time + t) * hidden;
-            let act = &cache.gates[(b * time + t) * g4..(b * time + t + 1) * g4];
-            let d = &mut step[b * g4..(b + 1) * g4];
-            let zeros_or_prev = if t > 0 {
-                &cache.cells[row - hidden..row]
-            } else {
-                &zeros[..]
-            };
-            lstm_cell_backward(
-                act,
-                &cache.cells[row..row + hidden],
-                zeros_or_prev,
-                &grad_output[row..row + hidden],
-                &dh_next[b * hidden..(b + 1) * hidden],
-                &mut dc_next[b * hidden..(b + 1) * hidden],
-                d,
-            );
-            d_pre[(b * time + t) * g4..(b * time + t + 1) * g4].copy_from_slice(d);
-        }
+        let span = t * step_len..(t + 1) * step_len;
+        let c_prev = if t > 0 {
+            &cache.cells[(t - 1) * step_len..t * step_len]
+        } else {
+            &zeros[..]
+        };
+        let d = &mut d_pre[t * batch * g4..(t + 1) * batch * g4];
+        lstm_step_backward(
+            &cache.gates[t * batch * g4..(t + 1) * batch * g4],
+            &cache.tanh_cells[span.clone()],
+            c_prev,
+            &dh[span],
+            &mut dc,
+            d,
+            hidden,
+        );
         if t > 0 {
-            gemm(
-                &mut dh_next,
-                false,
-                &step,
-                Layout::AsIs,
+            gemm_add(
+                &mut dh[(t - 1) * step_len..t * step_len],
+                d,
                 weights.w_hh,
-                Layout::AsIs,
                 (batch, g4, hidden),
-                1.0,
-                par,
             );
         }
     }
-    finish_grads(par, &d_pre, &d_pre, x, output, weights, 4, dims)
+    let mut w_ih = vec![0.0; g4 * input];
+    gemm(
+        &mut w_ih,
+        false,
+        &d_pre,
+        Layout::Transposed,
+        &cache.x,
+        Layout::AsIs,
+        (g4, rows, input),
+        1.0,
+        par,
+    );
+    // step t's gate gradients meet h_{t-1}: rows from `batch` on against
+    // the states up to the last step
+    let mut w_hh = vec![0.0; g4 * hidden];
+    gemm(
+        &mut w_hh,
+        false,
+        &d_pre[(batch * g4).min(rows * g4)..],
+        Layout::Transposed,
+        &cache.hidden[..rows.saturating_sub(batch) * hidden],
+        Layout::AsIs,
+        (g4, rows.saturating_sub(batch), hidden),
+        1.0,
+        par,
+    );
+    let mut dx = vec![0.0; rows * input];
+    gemm(
+        &mut dx,
+        false,
+        &d_pre,
+        Layout::AsIs,
+        weights.w_ih,
+        Layout::AsIs,
+        (rows, g4, input),
+        1.0,
+        par,
+    );
+    let bias = column_sums(&d_pre, g4);
+    RecurrentGrads {
+        x: swap_outer(&dx, time, batch, input),
+        w_ih,
+        w_hh,
+        b_ih: bias.clone(),
+        b_hh: bias,
+    }
 }
 
-/// One LSTM step of one batch entry: pre-activations `pre` `[i f g o]`
-/// to the new cell and hidden states (a separate function so that its
-/// slices are known not to alias, and the loop vectorizes).
-#[inline(never)]
-fn lstm_cell_forward(
-    pre: &[f32],
-    c: &mut [f32],
-    h: &mut [f32],
-    act: &mut [f32],
+/// One LSTM step for every batch entry: `pre` (batch, 4 hidden) holds
+/// the pre-activations `[i f g o]` and receives the activations; the new
+/// cell states, their `tanh` and the hidden states go to `cells`,
+/// `tanh_cells` and `h` (batch, hidden). Compiled for AVX-512 where the
+/// CPU has it (plain arithmetic: the same bits either way).
+fn lstm_step_forward(
+    pre: &mut [f32],
+    c_prev: &[f32],
     cells: &mut [f32],
-    out: &mut [f32],
+    tanh_cells: &mut [f32],
+    h: &mut [f32],
+    hidden: usize,
 ) {
-    let hidden = c.len();
-    let (pi, rest) = pre[..4 * hidden].split_at(hidden);
-    let (pf, rest) = rest.split_at(hidden);
-    let (pg, po) = rest.split_at(hidden);
-    let (ai, rest) = act[..4 * hidden].split_at_mut(hidden);
-    let (af, rest) = rest.split_at_mut(hidden);
-    let (ag, ao) = rest.split_at_mut(hidden);
-    let (h, cells, out) = (&mut h[..hidden], &mut cells[..hidden], &mut out[..hidden]);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            #[allow(unsafe_code)]
+            // SAFETY: the CPU has AVX-512F (detected just above), the only
+            // target feature of the function called.
+            unsafe {
+                lstm_step_forward_avx512(pre, c_prev, cells, tanh_cells, h, hidden);
+            }
+            return;
+        }
+    }
+    lstm_step_forward_body(pre, c_prev, cells, tanh_cells, h, hidden);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn lstm_step_forward_avx512(
+    pre: &mut [f32],
+    c_prev: &[f32],
+    cells: &mut [f32],
+    tanh_cells: &mut [f32],
+    h: &mut [f32],
+    hidden: usize,
+) {
+    lstm_step_forward_body(pre, c_prev, cells, tanh_cells, h, hidden);
+}
+
+#[inline(always)]
+fn lstm_step_forward_body(
+    pre: &mut [f32],
+    c_prev: &[f32],
+    cells: &mut [f32],
+    tanh_cells: &mut [f32],
+    h: &mut [f32],
+    hidden: usize,
+) {
+    let rows = pre
+        .chunks_exact_mut(4 * hidden)
+        .zip(c_prev.chunks_exact(hidden))
+        .zip(cells.chunks_exact_mut(hidden))
+        .zip(tanh_cells.chunks_exact_mut(hidden))
+        .zip(h.chunks_exact_mut(hidden));
+    for ((((pre, c_prev), cells), tanh_cells), h) in rows {
+        let (pi, rest) = pre.split_at_mut(hidden);
+        let (pf, rest) = rest.split_at_mut(hidden);
+        let (pg, po) = rest.split_at_mut(hidden);
+        lstm_row_forward(pi, pf, pg, po, c_prev, cells, tanh_cells, h);
+    }
+}
+
+/// [`lstm_step_forward_body`] for one batch entry: a function of its own
+/// so that its slices are known not to alias (arguments are `noalias`,
+/// also when inlined) and the loop vectorizes.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn lstm_row_forward(
+    pi: &mut [f32],
+    pf: &mut [f32],
+    pg: &mut [f32],
+    po: &mut [f32],
+    c_prev: &[f32],
+    cells: &mut [f32],
+    tanh_cells: &mut [f32],
+    h: &mut [f32],
+) {
+    let hidden = h.len();
+    let (pi, pf, pg, po) = (
+        &mut pi[..hidden],
+        &mut pf[..hidden],
+        &mut pg[..hidden],
+        &mut po[..hidden],
+    );
+    let (c_prev, cells, tanh_cells) = (
+        &c_prev[..hidden],
+        &mut cells[..hidden],
+        &mut tanh_cells[..hidden],
+    );
     for j in 0..hidden {
         let i = sigmoid(pi[j]);
         let f = sigmoid(pf[j]);
         let gg = tanh(pg[j]);
         let o = sigmoid(po[j]);
-        let cell = f * c[j] + i * gg;
-        let value = o * tanh(cell);
-        c[j] = cell;
-        h[j] = value;
-        ai[j] = i;
-        af[j] = f;
-        ag[j] = gg;
-        ao[j] = o;
+        let cell = f * c_prev[j] + i * gg;
+        let tc = tanh(cell);
+        pi[j] = i;
+        pf[j] = f;
+        pg[j] = gg;
+        po[j] = o;
         cells[j] = cell;
-        out[j] = value;
+        tanh_cells[j] = tc;
+        h[j] = o * tc;
     }
 }
 
-/// One LSTM backward step of one batch entry: pre-activation gradients
-/// into `d`, the cell gradient carried to the previous step into `dc_next`.
-#[inline(never)]
-fn lstm_cell_backward(
+/// One LSTM backward step for every batch entry: from the activations
+/// `act` (batch, 4 hidden), `tanh` of the cell states, the previous cell
+/// states and the hidden-state gradient `dh` (batch, hidden), the gate
+/// pre-activation gradients into `d` (batch, 4 hidden); `dc` carries the
+/// cell gradient from the next step in and to the previous step out.
+fn lstm_step_backward(
     act: &[f32],
-    cell: &[f32],
+    tanh_cells: &[f32],
     c_prev: &[f32],
-    grad_out: &[f32],
-    dh_next: &[f32],
-    dc_next: &mut [f32],
+    dh: &[f32],
+    dc: &mut [f32],
     d: &mut [f32],
+    hidden: usize,
 ) {
-    let hidden = dc_next.len();
-    let (ai, rest) = act[..4 * hidden].split_at(hidden);
-    let (af, rest) = rest.split_at(hidden);
-    let (ag, ao) = rest.split_at(hidden);
-    let (di, rest) = d[..4 * hidden].split_at_mut(hidden);
-    let (df, rest) = rest.split_at_mut(hidden);
-    let (dg, d_o) = rest.split_at_mut(hidden);
-    let (cell, c_prev) = (&cell[..hidden], &c_prev[..hidden]);
-    let (grad_out, dh_next) = (&grad_out[..hidden], &dh_next[..hidden]);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            #[allow(unsafe_code)]
+            // SAFETY: the CPU has AVX-512F (detected just above), the only
+            // target feature of the function called.
+            unsafe {
+                lstm_step_backward_avx512(act, tanh_cells, c_prev, dh, dc, d, hidden);
+            }
+            return;
+        }
+    }
+    lstm_step_backward_body(act, tanh_cells, c_prev, dh, dc, d, hidden);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn lstm_step_backward_avx512(
+    act: &[f32],
+    tanh_cells: &[f32],
+    c_prev: &[f32],
+    dh: &[f32],
+    dc: &mut [f32],
+    d: &mut [f32],
+    hidden: usize,
+) {
+    lstm_step_backward_body(act, tanh_cells, c_prev, dh, dc, d, hidden);
+}
+
+#[inline(always)]
+fn lstm_step_backward_body(
+    act: &[f32],
+    tanh_cells: &[f32],
+    c_prev: &[f32],
+    dh: &[f32],
+    dc: &mut [f32],
+    d: &mut [f32],
+    hidden: usize,
+) {
+    let rows = act
+        .chunks_exact(4 * hidden)
+        .zip(tanh_cells.chunks_exact(hidden))
+        .zip(c_prev.chunks_exact(hidden))
+        .zip(dh.chunks_exact(hidden))
+        .zip(dc.chunks_exact_mut(hidden))
+        .zip(d.chunks_exact_mut(4 * hidden));
+    for (((((act, tanh_cells), c_prev), dh), dc), d) in rows {
+        let (ai, rest) = act.split_at(hidden);
+        let (af, rest) = rest.split_at(hidden);
+        let (ag, ao) = rest.split_at(hidden);
+        let (di, rest) = d.split_at_mut(hidden);
+        let (df, rest) = rest.split_at_mut(hidden);
+        let (dg, d_o) = rest.split_at_mut(hidden);
+        lstm_row_backward(
+            (ai, af, ag, ao),
+            (tanh_cells, c_prev, dh),
+            dc,
+            di,
+            df,
+            dg,
+            d_o,
+        );
+    }
+}
+
+/// [`lstm_step_backward_body`] for one batch entry (a function of its own
+/// for `noalias` arguments, as [`lstm_row_forward`]).
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn lstm_row_backward(
+    (ai, af, ag, ao): (&[f32], &[f32], &[f32], &[f32]),
+    (tanh_cells, c_prev, dh): (&[f32], &[f32], &[f32]),
+    dc: &mut [f32],
+    di: &mut [f32],
+    df: &mut [f32],
+    dg: &mut [f32],
+    d_o: &mut [f32],
+) {
+    let hidden = dc.len();
+    let (ai, af, ag, ao) = (&ai[..hidden], &af[..hidden], &ag[..hidden], &ao[..hidden]);
+    let (di, df, dg, d_o) = (
+        &mut di[..hidden],
+        &mut df[..hidden],
+        &mut dg[..hidden],
+        &mut d_o[..hidden],
+    );
+    let (tanh_cells, c_prev, dh) = (&tanh_cells[..hidden], &c_prev[..hidden], &dh[..hidden]);
     for j in 0..hidden {
         let (i, f, gg, o) = (ai[j], af[j], ag[j], ao[j]);
-        let tc = tanh(cell[j]);
-        let dh = grad_out[j] + dh_next[j];
-        let dc = dh * o * (1.0 - tc * tc) + dc_next[j];
-        dc_next[j] = dc * f;
-        di[j] = dc * gg * i * (1.0 - i);
-        df[j] = dc * c_prev[j] * f * (1.0 - f);
-        dg[j] = dc * i * (1.0 - gg * gg);
+        let tc = tanh_cells[j];
+        let dh = dh[j];
+        let dcell = dh * o * (1.0 - tc * tc) + dc[j];
+        dc[j] = dcell * f;
+        di[j] = dcell * gg * i * (1.0 - i);
+        df[j] = dcell * c_prev[j] * f * (1.0 - f);
+        dg[j] = dcell * i * (1.0 - gg * gg);
         d_o[j] = dh * tc * o * (1.0 - o);
     }
 }
