@@ -1,7 +1,48 @@
 //! Elementwise kernels on slices.
+//!
+//! The loops are compiled twice, for the baseline target and for AVX-512
+//! (picked at run time by [`wide!`]): plain arithmetic without fused
+//! multiply-adds, so both give the same bits, the wide one 4x fewer
+//! instructions.
 use faer::Par;
 
 use crate::parallel::{CHUNK, for_each_chunk_mut};
+
+/// Calls `$f(args...)` (an `#[inline(always)]` function, generic over the
+/// closures it takes) compiled for AVX-512F when the CPU has it, else as
+/// it is. `$f` must not contain anything whose result depends on the
+/// target features (no `mul_add`, no explicit intrinsics): then both give
+/// the same bits.
+macro_rules! wide {
+    ($f:ident($($arg:expr),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f")]
+            #[inline]
+            fn avx512<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                #[allow(unsafe_code)]
+                // SAFETY: the CPU has AVX-512F (detected just above), the
+                // only target feature of `avx512`.
+                unsafe {
+                    avx512(
+                        #[inline(always)]
+                        || $f($($arg),*),
+                    )
+                }
+            } else {
+                $f($($arg),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $f($($arg),*)
+        }
+    }};
+}
+pub(crate) use wide;
 
 /// `dst[i] += src[i]`.
 ///
@@ -21,10 +62,22 @@ pub fn map_into(par: Par, dst: &mut [f32], a: &[f32], f: impl Fn(f32) -> f32 + S
     assert_eq!(dst.len(), a.len(), "map_into: lengths differ");
     for_each_chunk_mut(par, dst, CHUNK, |i, d| {
         let src = &a[i * CHUNK..i * CHUNK + d.len()];
-        for (o, &x) in d.iter_mut().zip(src) {
-            *o = f(x);
-        }
+        wide!(map_chunk(d, src, &f));
     });
+}
+
+#[inline(always)]
+fn map_chunk(d: &mut [f32], a: &[f32], f: &impl Fn(f32) -> f32) {
+    for (o, &x) in d.iter_mut().zip(a) {
+        *o = f(x);
+    }
+}
+
+#[inline(always)]
+fn zip_map_chunk(d: &mut [f32], a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f32) {
+    for ((o, &x), &y) in d.iter_mut().zip(a).zip(b) {
+        *o = f(x, y);
+    }
 }
 
 /// `dst[i] = f(a[i], b[i])`, in parallel chunks when `par` allows.
@@ -41,9 +94,7 @@ pub fn zip_map_into(
     for_each_chunk_mut(par, dst, CHUNK, |i, d| {
         let start = i * CHUNK;
         let (sa, sb) = (&a[start..start + d.len()], &b[start..start + d.len()]);
-        for ((o, &x), &y) in d.iter_mut().zip(sa).zip(sb) {
-            *o = f(x, y);
-        }
+        wide!(zip_map_chunk(d, sa, sb, &f));
     });
 }
 
