@@ -1,4 +1,4 @@
-//! Branch-free `exp`, `tanh`, `sigmoid` and `softplus` for f32 that
+//! Branch-free `exp`, `tanh`, `sigmoid`, `softplus` and `erf` for f32 that
 //! vectorize when applied along a slice (libm's are scalar calls): the
 //! sequence kernels spend most of their time in them.
 //!
@@ -90,4 +90,18 @@ pub fn softplus(x: f32) -> f32 {
     let u = 1.0 + e;
     let log1p = if u == 1.0 { e } else { ln(u) * (e / (u - 1.0)) };
     if x > 20.0 { x } else { log1p }
+}
+
+/// `erf(x)` within 3e-7 absolute (Abramowitz and Stegun 7.1.26:
+/// `1 - t (a1 + t (a2 + ... a5 t)) e^{-x^2}` with `t = 1 / (1 + p |x|)`,
+/// the sign of `x` restored). Absolute, not relative, accuracy: right for
+/// `1 + erf` (GELU's CDF), not for `erf` of tiny arguments on its own.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = ((((1.061_405_4 * t - 1.453_152) * t + 1.421_413_8) * t - 0.284_496_74) * t
+        + 0.254_829_6)
+        * t;
+    (1.0 - poly * exp(-a * a)).copysign(x)
 }

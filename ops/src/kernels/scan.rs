@@ -16,6 +16,7 @@
 use faer::Par;
 use rayon::prelude::*;
 
+use crate::kernels::elementwise::wide;
 use crate::kernels::fast_math as fm;
 use crate::kernels::vector_state::clear_upper_vector_state;
 use crate::parallel::is_parallel;
@@ -290,30 +291,37 @@ pub fn fo_pool_forward(
         .enumerate()
         .collect();
     for_each_item(par, pieces, |(bi, (h, c))| {
-        let mut state = vec![0.0f32; hidden];
-        let rows =
-            gates[bi * time * 3 * hidden..(bi + 1) * time * 3 * hidden].chunks_exact(3 * hidden);
-        for ((g, h_t), c_t) in rows
-            .zip(h.chunks_exact_mut(hidden))
-            .zip(c.chunks_exact_mut(hidden))
-        {
-            let (z, rest) = g.split_at(hidden);
-            let (f, o) = rest.split_at(hidden);
-            for (((((s, &z), &f), &o), c), h) in state
-                .iter_mut()
-                .zip(z)
-                .zip(f)
-                .zip(o)
-                .zip(c_t.iter_mut())
-                .zip(h_t.iter_mut())
-            {
-                let (z, f, o) = (fm::tanh(z), fm::sigmoid(f), fm::sigmoid(o));
-                *s = f * *s + (1.0 - f) * z;
-                *c = *s;
-                *h = o * *s;
-            }
-        }
+        let g = &gates[bi * time * 3 * hidden..(bi + 1) * time * 3 * hidden];
+        wide!(fo_pool_forward_piece(h, c, g, hidden));
     });
+}
+
+/// [`fo_pool_forward`] for one batch entry: `h`, `c` (time, hidden),
+/// `gates` (time, 3 hidden).
+#[inline(always)]
+fn fo_pool_forward_piece(h: &mut [f32], c: &mut [f32], gates: &[f32], hidden: usize) {
+    let mut state = vec![0.0f32; hidden];
+    for ((g, h_t), c_t) in gates
+        .chunks_exact(3 * hidden)
+        .zip(h.chunks_exact_mut(hidden))
+        .zip(c.chunks_exact_mut(hidden))
+    {
+        let (z, rest) = g.split_at(hidden);
+        let (f, o) = rest.split_at(hidden);
+        for (((((s, &z), &f), &o), c), h) in state
+            .iter_mut()
+            .zip(z)
+            .zip(f)
+            .zip(o)
+            .zip(c_t.iter_mut())
+            .zip(h_t.iter_mut())
+        {
+            let (z, f, o) = (fm::tanh(z), fm::sigmoid(f), fm::sigmoid(o));
+            *s = f * *s + (1.0 - f) * z;
+            *c = *s;
+            *h = o * *s;
+        }
+    }
 }
 
 /// Backward of [`fo_pool_forward`]: the gradient with respect to `gates`
@@ -344,38 +352,87 @@ pub fn fo_pool_backward(
         .enumerate()
         .collect();
     for_each_item(par, pieces, |(bi, dg)| {
-        // dc carried from t+1: f_{t+1} * dc_{t+1}
-        let mut carried = vec![0.0f32; hidden];
-        let zeros = vec![0.0f32; hidden];
-        for t in (0..time).rev() {
-            let base = (bi * time + t) * 3 * hidden;
-            let g = &gates[base..base + 3 * hidden];
-            let (z, rest) = g.split_at(hidden);
-            let (f, o) = rest.split_at(hidden);
-            let row = (bi * time + t) * hidden;
-            let c_t = &c[row..row + hidden];
-            let c_prev = if t > 0 {
-                &c[row - hidden..row]
-            } else {
-                &zeros[..]
-            };
-            let dh = &grad_h[row..row + hidden];
-            let out = &mut dg[t * 3 * hidden..(t + 1) * 3 * hidden];
-            let (dz_out, rest) = out.split_at_mut(hidden);
-            let (df_out, do_out) = rest.split_at_mut(hidden);
-            for j in 0..hidden {
-                let (zj, fj, oj) = (fm::tanh(z[j]), fm::sigmoid(f[j]), fm::sigmoid(o[j]));
-                let d_o = dh[j] * c_t[j];
-                let dc = dh[j] * oj + carried[j];
-                let df = dc * (c_prev[j] - zj);
-                let dz = dc * (1.0 - fj);
-                carried[j] = dc * fj;
-                dz_out[j] = dz * (1.0 - zj * zj);
-                df_out[j] = df * fj * (1.0 - fj);
-                do_out[j] = d_o * oj * (1.0 - oj);
-            }
-        }
+        let (seq, gate_seq) = (time * hidden, time * 3 * hidden);
+        let gates = &gates[bi * gate_seq..(bi + 1) * gate_seq];
+        let (c, grad_h) = (
+            &c[bi * seq..(bi + 1) * seq],
+            &grad_h[bi * seq..(bi + 1) * seq],
+        );
+        wide!(fo_pool_backward_piece(dg, gates, c, grad_h, hidden));
     });
+}
+
+/// [`fo_pool_backward`] for one batch entry: `dg`, `gates` (time,
+/// 3 hidden), `c`, `grad_h` (time, hidden).
+#[inline(always)]
+fn fo_pool_backward_piece(
+    dg: &mut [f32],
+    gates: &[f32],
+    c: &[f32],
+    grad_h: &[f32],
+    hidden: usize,
+) {
+    let time = c.len() / hidden;
+    // dc carried from t+1: f_{t+1} * dc_{t+1}
+    let mut carried = vec![0.0f32; hidden];
+    let zeros = vec![0.0f32; hidden];
+    for t in (0..time).rev() {
+        let g = &gates[t * 3 * hidden..(t + 1) * 3 * hidden];
+        let (z, rest) = g.split_at(hidden);
+        let (f, o) = rest.split_at(hidden);
+        let row = t * hidden;
+        let c_t = &c[row..row + hidden];
+        let c_prev = if t > 0 {
+            &c[row - hidden..row]
+        } else {
+            &zeros[..]
+        };
+        let dh = &grad_h[row..row + hidden];
+        let out = &mut dg[t * 3 * hidden..(t + 1) * 3 * hidden];
+        let (dz_out, rest) = out.split_at_mut(hidden);
+        let (df_out, do_out) = rest.split_at_mut(hidden);
+        fo_pool_backward_row(
+            (z, f, &o[..hidden]),
+            (c_t, c_prev, dh),
+            &mut carried,
+            dz_out,
+            df_out,
+            &mut do_out[..hidden],
+        );
+    }
+}
+
+/// One time step of [`fo_pool_backward_piece`] (a function of its own so
+/// that its slices are known not to alias, also when inlined).
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+fn fo_pool_backward_row(
+    (z, f, o): (&[f32], &[f32], &[f32]),
+    (c_t, c_prev, dh): (&[f32], &[f32], &[f32]),
+    carried: &mut [f32],
+    dz_out: &mut [f32],
+    df_out: &mut [f32],
+    do_out: &mut [f32],
+) {
+    let hidden = carried.len();
+    let (z, f, o) = (&z[..hidden], &f[..hidden], &o[..hidden]);
+    let (c_t, c_prev, dh) = (&c_t[..hidden], &c_prev[..hidden], &dh[..hidden]);
+    let (dz_out, df_out, do_out) = (
+        &mut dz_out[..hidden],
+        &mut df_out[..hidden],
+        &mut do_out[..hidden],
+    );
+    for j in 0..hidden {
+        let (zj, fj, oj) = (fm::tanh(z[j]), fm::sigmoid(f[j]), fm::sigmoid(o[j]));
+        let d_o = dh[j] * c_t[j];
+        let dc = dh[j] * oj + carried[j];
+        let df = dc * (c_prev[j] - zj);
+        let dz = dc * (1.0 - fj);
+        carried[j] = dc * fj;
+        dz_out[j] = dz * (1.0 - zj * zj);
+        df_out[j] = df * fj * (1.0 - fj);
+        do_out[j] = d_o * oj * (1.0 - oj);
+    }
 }
 
 /// Dimensions of an S4D scan: batch, time, channels (H), states per channel (N).
@@ -489,6 +546,13 @@ fn scatter_blocks(
 /// that its slices are known not to alias, and the loop vectorizes).
 #[inline(never)]
 fn s4d_forward_lanes(s: &mut [f32], acc: &mut [f32], da: &[f32], db: &[f32], c: &[f32], x: &[f32]) {
+    wide!(s4d_forward_lanes_body(s, acc, da, db, c, x))
+}
+
+/// [`s4d_forward_lanes`]'s arithmetic, inlined into its baseline and AVX-512 builds.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn s4d_forward_lanes_body(s: &mut [f32], acc: &mut [f32], da: &[f32], db: &[f32], c: &[f32], x: &[f32]) {
     let w = s.len();
     let (acc, da, db, c, x) = (&mut acc[..w], &da[..w], &db[..w], &c[..w], &x[..w]);
     for j in 0..w {
@@ -511,6 +575,20 @@ struct S4dLanes<'a> {
 /// One state's lanes of the S4D backward at one time step.
 #[inline(never)]
 fn s4d_backward_lanes(
+    lanes: S4dLanes<'_>,
+    du: &mut [f32],
+    ds: &mut [f32],
+    dc: &mut [f32],
+    ddb: &mut [f32],
+    dda: &mut [f32],
+) {
+    wide!(s4d_backward_lanes_body(lanes, du, ds, dc, ddb, dda))
+}
+
+/// [`s4d_backward_lanes`]'s arithmetic, inlined into its baseline and AVX-512 builds.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn s4d_backward_lanes_body(
     lanes: S4dLanes<'_>,
     du: &mut [f32],
     ds: &mut [f32],
@@ -560,6 +638,21 @@ struct SelectiveLanes<'a> {
 /// and the loop vectorizes).
 #[inline(never)]
 fn selective_backward_lanes(
+    l: SelectiveLanes<'_>,
+    gh: &mut [f32],
+    da: &mut [f32],
+    ddt: &mut [f32],
+    dx: &mut [f32],
+    dc_terms: &mut [f32],
+    db_terms: &mut [f32],
+) {
+    wide!(selective_backward_lanes_body(l, gh, da, ddt, dx, dc_terms, db_terms))
+}
+
+/// [`selective_backward_lanes`]'s arithmetic, inlined into its baseline and AVX-512 builds.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn selective_backward_lanes_body(
     l: SelectiveLanes<'_>,
     gh: &mut [f32],
     da: &mut [f32],
@@ -779,9 +872,7 @@ impl SelectiveInputs<'_> {
     fn steps(&self, row: usize, (c0, c1): (usize, usize), out: &mut [f32]) {
         let raw = &self.delta[row + c0..row + c1];
         if self.softplus {
-            for (o, &v) in out.iter_mut().zip(raw) {
-                *o = fm::softplus(v);
-            }
+            crate::kernels::elementwise::map_slice(out, raw, |v| fm::softplus(v));
         } else {
             out.copy_from_slice(raw);
         }
@@ -799,6 +890,23 @@ pub fn softplus(x: f32) -> f32 {
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
 fn selective_step(
+    h: &mut [f32],
+    decay_out: Option<&mut [f32]>,
+    a_t: &[f32],
+    dt: &[f32],
+    xv: &[f32],
+    bt: &[f32],
+    ct: Option<&[f32]>,
+    acc: &mut [f32],
+    width: usize,
+) {
+    wide!(selective_step_body(h, decay_out, a_t, dt, xv, bt, ct, acc, width))
+}
+
+/// [`selective_step`]'s arithmetic, inlined into its baseline and AVX-512 builds.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn selective_step_body(
     h: &mut [f32],
     decay_out: Option<&mut [f32]>,
     a_t: &[f32],
