@@ -24,7 +24,9 @@ fn gemm_add_gives_the_reference_bits_at_block_boundaries() {
                 let mut got = start.clone();
                 gemm_add(&mut got, &a, &b, (m, k, n));
                 assert!(
-                    got.iter().zip(&expected).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    got.iter()
+                        .zip(&expected)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
                     "bits differ at {m}x{k}x{n}"
                 );
                 for i in 0..m {

@@ -66,17 +66,6 @@ pub fn map_into(par: Par, dst: &mut [f32], a: &[f32], f: impl Fn(f32) -> f32 + S
     });
 }
 
-/// `dst[i] = f(a[i])` on this thread, compiled for AVX-512 where the CPU
-/// has it (see [`wide!`]).
-///
-/// # Panics
-/// When the lengths differ.
-#[track_caller]
-pub fn map_slice(dst: &mut [f32], a: &[f32], f: impl Fn(f32) -> f32) {
-    assert_eq!(dst.len(), a.len(), "map_slice: lengths differ");
-    wide!(map_chunk(dst, a, &f));
-}
-
 #[inline(always)]
 fn map_chunk(d: &mut [f32], a: &[f32], f: &impl Fn(f32) -> f32) {
     for (o, &x) in d.iter_mut().zip(a) {

@@ -365,13 +365,7 @@ pub fn fo_pool_backward(
 /// [`fo_pool_backward`] for one batch entry: `dg`, `gates` (time,
 /// 3 hidden), `c`, `grad_h` (time, hidden).
 #[inline(always)]
-fn fo_pool_backward_piece(
-    dg: &mut [f32],
-    gates: &[f32],
-    c: &[f32],
-    grad_h: &[f32],
-    hidden: usize,
-) {
+fn fo_pool_backward_piece(dg: &mut [f32], gates: &[f32], c: &[f32], grad_h: &[f32], hidden: usize) {
     let time = c.len() / hidden;
     // dc carried from t+1: f_{t+1} * dc_{t+1}
     let mut carried = vec![0.0f32; hidden];
@@ -552,7 +546,14 @@ fn s4d_forward_lanes(s: &mut [f32], acc: &mut [f32], da: &[f32], db: &[f32], c: 
 /// [`s4d_forward_lanes`]'s arithmetic, inlined into its baseline and AVX-512 builds.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn s4d_forward_lanes_body(s: &mut [f32], acc: &mut [f32], da: &[f32], db: &[f32], c: &[f32], x: &[f32]) {
+fn s4d_forward_lanes_body(
+    s: &mut [f32],
+    acc: &mut [f32],
+    da: &[f32],
+    db: &[f32],
+    c: &[f32],
+    x: &[f32],
+) {
     let w = s.len();
     let (acc, da, db, c, x) = (&mut acc[..w], &da[..w], &db[..w], &c[..w], &x[..w]);
     for j in 0..w {
@@ -646,7 +647,9 @@ fn selective_backward_lanes(
     dc_terms: &mut [f32],
     db_terms: &mut [f32],
 ) {
-    wide!(selective_backward_lanes_body(l, gh, da, ddt, dx, dc_terms, db_terms))
+    wide!(selective_backward_lanes_body(
+        l, gh, da, ddt, dx, dc_terms, db_terms
+    ))
 }
 
 /// [`selective_backward_lanes`]'s arithmetic, inlined into its baseline and AVX-512 builds.
@@ -872,10 +875,18 @@ impl SelectiveInputs<'_> {
     fn steps(&self, row: usize, (c0, c1): (usize, usize), out: &mut [f32]) {
         let raw = &self.delta[row + c0..row + c1];
         if self.softplus {
-            crate::kernels::elementwise::map_slice(out, raw, |v| fm::softplus(v));
+            wide!(softplus_into(out, raw));
         } else {
             out.copy_from_slice(raw);
         }
+    }
+}
+
+/// `out[i] = softplus(raw[i])` (called through [`wide!`]).
+#[inline(always)]
+fn softplus_into(out: &mut [f32], raw: &[f32]) {
+    for (o, &v) in out.iter_mut().zip(raw) {
+        *o = fm::softplus(v);
     }
 }
 
@@ -900,7 +911,9 @@ fn selective_step(
     acc: &mut [f32],
     width: usize,
 ) {
-    wide!(selective_step_body(h, decay_out, a_t, dt, xv, bt, ct, acc, width))
+    wide!(selective_step_body(
+        h, decay_out, a_t, dt, xv, bt, ct, acc, width
+    ))
 }
 
 /// [`selective_step`]'s arithmetic, inlined into its baseline and AVX-512 builds.

@@ -174,9 +174,7 @@ impl Backward for RecurrentBackward {
         let par = current_parallelism();
         let w = weights(w_ih, w_hh, b_ih, b_hh);
         let g = match &self.cache {
-            Cache::Lstm(cache) => {
-                lstm_backward(par, grad.data(), cache, w, dims)
-            }
+            Cache::Lstm(cache) => lstm_backward(par, grad.data(), cache, w, dims),
             Cache::Gru(cache) => {
                 gru_backward(par, grad.data(), x.data(), output.data(), cache, w, dims)
             }

@@ -176,13 +176,13 @@ pub const LEAKY_RELU: ParameterizedUnary = ParameterizedUnary {
 };
 
 /// `1 / (1 + e^-x)` without overflow: `e^x / (1 + e^x)` for negative `x`.
+/// Branch-free, with [`fm::exp`] (no libm call), so that loops over it
+/// vectorize.
+#[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
+    let e = fm::exp(-x.abs());
+    let (numerator, denominator) = (if x >= 0.0 { 1.0 } else { e }, 1.0 + e);
+    numerator / denominator
 }
 
 /// `dst[i] = f(x[i], y[i], g[i])` in fixed chunks, in parallel when `par`
