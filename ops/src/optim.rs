@@ -490,18 +490,40 @@ fn adam_update(
     let step_size = (lr / bias_correction1) as f32;
     let bias_correction2_sqrt = bias_correction2.sqrt() as f32;
     let eps = eps as f32;
-    for (((p, &g), m), v) in param
-        .iter_mut()
-        .zip(grad)
-        .zip(state.exp_avg.iter_mut())
-        .zip(state.exp_avg_sq.iter_mut())
-    {
+    let constants = AdamConstants {
+        weight,
+        b2,
+        one_minus_b2,
+        step_size,
+        bias_correction2_sqrt,
+        eps,
+    };
+    let (m, v) = (&mut state.exp_avg[..], &mut state.exp_avg_sq[..]);
+    crate::kernels::elementwise::wide!(adam_loop(param, grad, m, v, constants));
+}
+
+/// The f32 constants of one Adam step.
+#[derive(Clone, Copy)]
+struct AdamConstants {
+    weight: f32,
+    b2: f32,
+    one_minus_b2: f32,
+    step_size: f32,
+    bias_correction2_sqrt: f32,
+    eps: f32,
+}
+
+/// Adam's elementwise update (through `wide!`: plain arithmetic, the same
+/// bits in its baseline and AVX-512 builds).
+#[inline(always)]
+fn adam_loop(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], c: AdamConstants) {
+    for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(m).zip(v) {
         // exp_avg.lerp_(grad, 1 - beta1), as ATen's lerp for weight < 0.5
-        *m += weight * (g - *m);
-        *v = *v * b2 + one_minus_b2 * g * g;
-        let denom = v.sqrt() / bias_correction2_sqrt + eps;
+        *m += c.weight * (g - *m);
+        *v = *v * c.b2 + c.one_minus_b2 * g * g;
+        let denom = v.sqrt() / c.bias_correction2_sqrt + c.eps;
         // param.addcdiv_(exp_avg, denom, value=-step_size): self + value * t1 / t2
-        *p += -step_size * *m / denom;
+        *p += -c.step_size * *m / denom;
     }
 }
 

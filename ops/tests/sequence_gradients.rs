@@ -347,7 +347,8 @@ fn recurrent_inputs(
 
 #[test]
 fn lstm_and_gru_gradients() {
-    for &(bs, t, i, h) in &[(1, 1, 1, 1), (2, 5, 3, 4), (3, 4, 2, 3)] {
+    // 17: two LSTM batch blocks (16 + 1)
+    for &(bs, t, i, h) in &[(1, 1, 1, 1), (2, 5, 3, 4), (3, 4, 2, 3), (17, 3, 2, 3)] {
         check(&recurrent_inputs(bs, t, i, h, 4, 60), |v| {
             lstm_layer(&v[0], &v[1], &v[2], &v[3], &v[4])
         });
@@ -465,11 +466,14 @@ fn same_bits_at_one_and_two_threads() {
     check_deterministic("sparse_matmul", &[sample(&[300, 9], 11)], &|v| {
         a.matmul(&v[0])
     });
-    check_deterministic(
-        "lstm_layer",
-        &recurrent_inputs(8, 12, 20, 24, 4, 12),
-        &|v| lstm_layer(&v[0], &v[1], &v[2], &v[3], &v[4]),
-    );
+    // 8: one LSTM batch block; 33: three (16, 16, 1), run in parallel
+    for bs in [8, 33] {
+        check_deterministic(
+            "lstm_layer",
+            &recurrent_inputs(bs, 12, 20, 24, 4, 12),
+            &|v| lstm_layer(&v[0], &v[1], &v[2], &v[3], &v[4]),
+        );
+    }
     check_deterministic("gru_layer", &recurrent_inputs(8, 12, 20, 24, 3, 13), &|v| {
         gru_layer(&v[0], &v[1], &v[2], &v[3], &v[4])
     });

@@ -14,6 +14,7 @@ use faer::Par;
 
 use crate::kernels::fast_math::{sigmoid, tanh};
 use crate::kernels::matmul::{Layout, gemm};
+use crate::kernels::scan::for_each_item;
 use crate::kernels::small_gemm::gemm_add;
 
 /// Dimensions of a recurrent layer: batch, time, input features, hidden size.
@@ -174,24 +175,83 @@ fn finish_grads(
     }
 }
 
-/// What an LSTM forward keeps for its backward, time-major: row
-/// `t * batch + b` holds step `t` of batch entry `b`.
+/// Batch entries per block of the LSTM: the blocks' recurrences are
+/// independent and run in parallel when `Par` allows. A constant: the
+/// blocking depends on the batch size only, and each element's arithmetic
+/// does not depend on it anyway (row by row kernels).
+pub const LSTM_BATCH_BLOCK: usize = 16;
+
+/// The batch blocks of the LSTM: `(first, end)` entries.
+fn batch_blocks(batch: usize) -> Vec<(usize, usize)> {
+    (0..batch.div_ceil(LSTM_BATCH_BLOCK))
+        .map(|k| {
+            (
+                k * LSTM_BATCH_BLOCK,
+                ((k + 1) * LSTM_BATCH_BLOCK).min(batch),
+            )
+        })
+        .collect()
+}
+
+/// What an LSTM forward keeps for its backward, in blocked time-major
+/// order: block `(b0, b1)` of [`LSTM_BATCH_BLOCK`] entries takes rows
+/// `b0 * time..b1 * time`, in which row `t * (b1 - b0) + (b - b0)` holds
+/// step `t` of batch entry `b` (plain time-major for one block).
 #[derive(Debug)]
 pub struct LstmCache {
-    /// The input, time-major: (time, batch, input).
+    /// The input: (rows, input).
     pub x: Vec<f32>,
-    /// Gate activations `[i f g o]`: (time, batch, 4 hidden).
+    /// Gate activations `[i f g o]`: (rows, 4 hidden).
     pub gates: Vec<f32>,
-    /// Cell states: (time, batch, hidden).
+    /// Cell states: (rows, hidden).
     pub cells: Vec<f32>,
-    /// `tanh` of the cell states: (time, batch, hidden).
+    /// `tanh` of the cell states: (rows, hidden).
     pub tanh_cells: Vec<f32>,
-    /// Hidden states: (time, batch, hidden).
+    /// Hidden states: (rows, hidden).
     pub hidden: Vec<f32>,
 }
 
+/// (batch, time, width) to the blocked time-major order of [`LstmCache`],
+/// or back when `back`.
+fn reorder(src: &[f32], (batch, time, width): (usize, usize, usize), back: bool) -> Vec<f32> {
+    debug_assert_eq!(src.len(), batch * time * width);
+    let mut dst = vec![0.0; src.len()];
+    for (b0, b1) in batch_blocks(batch) {
+        for b in b0..b1 {
+            for t in 0..time {
+                let plain = (b * time + t) * width;
+                let blocked = (b0 * time + t * (b1 - b0) + (b - b0)) * width;
+                let (to, from) = if back {
+                    (plain, blocked)
+                } else {
+                    (blocked, plain)
+                };
+                dst[to..to + width].copy_from_slice(&src[from..from + width]);
+            }
+        }
+    }
+    dst
+}
+
+/// `buf` (rows, width) cut into the row ranges of the batch blocks.
+fn block_pieces<'a>(
+    mut buf: &'a mut [f32],
+    blocks: &[(usize, usize)],
+    time: usize,
+    width: usize,
+) -> Vec<&'a mut [f32]> {
+    blocks
+        .iter()
+        .map(|&(b0, b1)| {
+            let (piece, rest) = std::mem::take(&mut buf).split_at_mut((b1 - b0) * time * width);
+            buf = rest;
+            piece
+        })
+        .collect()
+}
+
 /// (outer, inner, width) to (inner, outer, width): swaps the two outer
-/// axes of a row-major array (batch-major to time-major and back).
+/// axes of a row-major array.
 fn swap_outer(src: &[f32], outer: usize, inner: usize, width: usize) -> Vec<f32> {
     debug_assert_eq!(src.len(), outer * inner * width);
     let mut dst = vec![0.0; src.len()];
@@ -208,10 +268,12 @@ fn swap_outer(src: &[f32], outer: usize, inner: usize, width: usize) -> Vec<f32>
 /// One LSTM layer: returns the hidden states (batch, time, hidden) and the
 /// cache for [`lstm_backward`]. Initial hidden and cell states are zero.
 ///
-/// The layer runs time-major inside: the input projection of every step
-/// is one GEMM into the gate buffer, each step adds `h_{t-1} W_hh^T` for
-/// all four gates with one [`gemm_add`] and applies the gate nonlinearities
-/// and the cell update in place, in one pass.
+/// The layer runs time-major inside, in independent blocks of
+/// [`LSTM_BATCH_BLOCK`] batch entries (in parallel when `par` allows):
+/// the input projection of every step is one GEMM into the gate buffer,
+/// each step adds `h_{t-1} W_hh^T` for all four gates with one
+/// [`gemm_add`] and applies the gate nonlinearities and the cell update in
+/// place, in one pass. The result does not depend on `par`.
 ///
 /// # Panics
 /// When a slice's length does not match the dimensions.
@@ -230,21 +292,55 @@ pub fn lstm_forward(
     for (b, &v) in bias.iter_mut().zip(weights.b_hh) {
         *b += v;
     }
-    let x = swap_outer(x, batch, time, input);
+    let x = reorder(x, (batch, time, input), false);
     let mut gates = project(par, &x, weights.w_ih, &bias, batch * time, input);
     // W_hh^T (hidden x 4 hidden), so that a step's product is row-major
     let w_hh_t = swap_outer(weights.w_hh, g4, hidden, 1);
-    let step_len = batch * hidden;
-    let mut cells = vec![0.0; time * step_len];
-    let mut tanh_cells = vec![0.0; time * step_len];
-    let mut states = vec![0.0; time * step_len];
+    let n = batch * time * hidden;
+    let (mut cells, mut tanh_cells, mut states) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+    let blocks = batch_blocks(batch);
+    let items: Vec<_> = block_pieces(&mut gates, &blocks, time, g4)
+        .into_iter()
+        .zip(block_pieces(&mut cells, &blocks, time, hidden))
+        .zip(block_pieces(&mut tanh_cells, &blocks, time, hidden))
+        .zip(block_pieces(&mut states, &blocks, time, hidden))
+        .collect();
+    for_each_item(par, items, |(((gates, cells), tanh_cells), states)| {
+        lstm_block_forward(gates, cells, tanh_cells, states, &w_hh_t, time, hidden);
+    });
+    let output = reorder(&states, (batch, time, hidden), true);
+    let cache = LstmCache {
+        x,
+        gates,
+        cells,
+        tanh_cells,
+        hidden: states,
+    };
+    (output, cache)
+}
+
+/// The time loop of one batch block: `gates` (time, rows, 4 hidden) holds
+/// the input projections and receives the activations; `cells`,
+/// `tanh_cells`, `states` (time, rows, hidden).
+fn lstm_block_forward(
+    gates: &mut [f32],
+    cells: &mut [f32],
+    tanh_cells: &mut [f32],
+    states: &mut [f32],
+    w_hh_t: &[f32],
+    time: usize,
+    hidden: usize,
+) {
+    let g4 = 4 * hidden;
+    let rows = states.len() / (time * hidden).max(1);
+    let step_len = rows * hidden;
     let zeros = vec![0.0; step_len];
     for t in 0..time {
-        let pre = &mut gates[t * batch * g4..(t + 1) * batch * g4];
+        let pre = &mut gates[t * rows * g4..(t + 1) * rows * g4];
         let (done, now) = states.split_at_mut(t * step_len);
         if t > 0 {
             let h_prev = &done[(t - 1) * step_len..];
-            gemm_add(pre, h_prev, &w_hh_t, (batch, hidden, g4));
+            gemm_add(pre, h_prev, w_hh_t, (rows, hidden, g4));
         }
         let (cells_done, cells_now) = cells.split_at_mut(t * step_len);
         let c_prev = if t > 0 {
@@ -261,15 +357,6 @@ pub fn lstm_forward(
             hidden,
         );
     }
-    let output = swap_outer(&states, time, batch, hidden);
-    let cache = LstmCache {
-        x,
-        gates,
-        cells,
-        tanh_cells,
-        hidden: states,
-    };
-    (output, cache)
 }
 
 /// Backward of [`lstm_forward`] through time, given the gradient of the
@@ -277,8 +364,9 @@ pub fn lstm_forward(
 ///
 /// Each step computes the pre-activation gradients of all gates in one
 /// pass and adds their product with `W_hh` to the previous step's hidden
-/// gradient ([`gemm_add`]); the weight gradients are then one GEMM each
-/// over all time steps, the bias gradients one column sum.
+/// gradient ([`gemm_add`]), block by block as the forward; the weight
+/// gradients are then GEMMs over all time steps, the bias gradients one
+/// column sum.
 #[track_caller]
 pub fn lstm_backward(
     par: Par,
@@ -295,38 +383,28 @@ pub fn lstm_backward(
     );
     let g4 = 4 * hidden;
     let rows = batch * time;
-    let step_len = batch * hidden;
-    // dh, time-major; step t's entry gains the recurrent part during step t + 1
-    let mut dh = swap_outer(grad_output, batch, time, hidden);
+    let blocks = batch_blocks(batch);
+    // dh; step t's entry gains the recurrent part during step t + 1
+    let mut dh = reorder(grad_output, (batch, time, hidden), false);
     let mut d_pre = vec![0.0f32; rows * g4];
-    let mut dc = vec![0.0f32; step_len];
-    let zeros = vec![0.0f32; step_len];
-    for t in (0..time).rev() {
-        let span = t * step_len..(t + 1) * step_len;
-        let c_prev = if t > 0 {
-            &cache.cells[(t - 1) * step_len..t * step_len]
-        } else {
-            &zeros[..]
-        };
-        let d = &mut d_pre[t * batch * g4..(t + 1) * batch * g4];
-        lstm_step_backward(
-            &cache.gates[t * batch * g4..(t + 1) * batch * g4],
-            &cache.tanh_cells[span.clone()],
-            c_prev,
-            &dh[span],
-            &mut dc,
-            d,
+    let items: Vec<_> = block_pieces(&mut d_pre, &blocks, time, g4)
+        .into_iter()
+        .zip(block_pieces(&mut dh, &blocks, time, hidden))
+        .zip(&blocks)
+        .collect();
+    for_each_item(par, items, |((d_pre, dh), &(b0, b1))| {
+        let (h0, h1) = (b0 * time * hidden, b1 * time * hidden);
+        lstm_block_backward(
+            d_pre,
+            dh,
+            &cache.gates[b0 * time * g4..b1 * time * g4],
+            &cache.cells[h0..h1],
+            &cache.tanh_cells[h0..h1],
+            weights.w_hh,
+            time,
             hidden,
         );
-        if t > 0 {
-            gemm_add(
-                &mut dh[(t - 1) * step_len..t * step_len],
-                d,
-                weights.w_hh,
-                (batch, g4, hidden),
-            );
-        }
-    }
+    });
     let mut w_ih = vec![0.0; g4 * input];
     gemm(
         &mut w_ih,
@@ -339,20 +417,25 @@ pub fn lstm_backward(
         1.0,
         par,
     );
-    // step t's gate gradients meet h_{t-1}: rows from `batch` on against
-    // the states up to the last step
+    // per block, step t's gate gradients meet h_{t-1}: the block's rows
+    // from its first step on against its states up to the last step
     let mut w_hh = vec![0.0; g4 * hidden];
-    gemm(
-        &mut w_hh,
-        false,
-        &d_pre[(batch * g4).min(rows * g4)..],
-        Layout::Transposed,
-        &cache.hidden[..rows.saturating_sub(batch) * hidden],
-        Layout::AsIs,
-        (g4, rows.saturating_sub(batch), hidden),
-        1.0,
-        par,
-    );
+    for (k, &(b0, b1)) in blocks.iter().enumerate() {
+        let (bk, pairs) = (b1 - b0, (b1 - b0) * time.saturating_sub(1));
+        let d = &d_pre[(b0 * time + bk) * g4..(b0 * time + bk + pairs) * g4];
+        let h = &cache.hidden[b0 * time * hidden..(b0 * time + pairs) * hidden];
+        gemm(
+            &mut w_hh,
+            k > 0,
+            d,
+            Layout::Transposed,
+            h,
+            Layout::AsIs,
+            (g4, pairs, hidden),
+            1.0,
+            par,
+        );
+    }
     let mut dx = vec![0.0; rows * input];
     gemm(
         &mut dx,
@@ -367,11 +450,58 @@ pub fn lstm_backward(
     );
     let bias = column_sums(&d_pre, g4);
     RecurrentGrads {
-        x: swap_outer(&dx, time, batch, input),
+        x: reorder(&dx, (batch, time, input), true),
         w_ih,
         w_hh,
         b_ih: bias.clone(),
         b_hh: bias,
+    }
+}
+
+/// The reverse time loop of one batch block: `d_pre` (time, rows,
+/// 4 hidden) receives the gate gradients; `dh` (time, rows, hidden) holds
+/// the output gradient and gains the recurrent part.
+#[allow(clippy::too_many_arguments)]
+fn lstm_block_backward(
+    d_pre: &mut [f32],
+    dh: &mut [f32],
+    gates: &[f32],
+    cells: &[f32],
+    tanh_cells: &[f32],
+    w_hh: &[f32],
+    time: usize,
+    hidden: usize,
+) {
+    let g4 = 4 * hidden;
+    let rows = dh.len() / (time * hidden).max(1);
+    let step_len = rows * hidden;
+    let mut dc = vec![0.0f32; step_len];
+    let zeros = vec![0.0f32; step_len];
+    for t in (0..time).rev() {
+        let span = t * step_len..(t + 1) * step_len;
+        let c_prev = if t > 0 {
+            &cells[(t - 1) * step_len..t * step_len]
+        } else {
+            &zeros[..]
+        };
+        let d = &mut d_pre[t * rows * g4..(t + 1) * rows * g4];
+        lstm_step_backward(
+            &gates[t * rows * g4..(t + 1) * rows * g4],
+            &tanh_cells[span.clone()],
+            c_prev,
+            &dh[span],
+            &mut dc,
+            d,
+            hidden,
+        );
+        if t > 0 {
+            gemm_add(
+                &mut dh[(t - 1) * step_len..t * step_len],
+                d,
+                w_hh,
+                (rows, g4, hidden),
+            );
+        }
     }
 }
 
