@@ -9,11 +9,39 @@ use faer::Par;
 use crate::parallel::{CHUNK, for_each_chunk_mut};
 
 /// Calls `$f(args...)` (an `#[inline(always)]` function, generic over the
-/// closures it takes) compiled for AVX-512F when the CPU has it, else as
-/// it is. `$f` must not contain anything whose result depends on the
+/// closures it takes), or runs `|| { block }`, compiled for AVX-512F when
+/// the CPU has it, else as it is (the block is inlined; what it calls
+/// should be `#[inline(always)]` to be compiled wide too). `$f` must not contain anything whose result depends on the
 /// target features (no `mul_add`, no explicit intrinsics): then both give
 /// the same bits.
 macro_rules! wide {
+    (|| $body:block) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f")]
+            #[inline]
+            fn avx512<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                #[allow(unsafe_code)]
+                // SAFETY: the CPU has AVX-512F (detected just above), the
+                // only target feature of `avx512`.
+                unsafe {
+                    avx512(
+                        #[inline(always)]
+                        || $body,
+                    )
+                }
+            } else {
+                $body
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $body
+        }
+    }};
     ($f:ident($($arg:expr),* $(,)?)) => {{
         #[cfg(target_arch = "x86_64")]
         {

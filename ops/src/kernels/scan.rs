@@ -488,33 +488,35 @@ pub fn s4d_forward(
         .collect();
     let units = batch * blocks.len();
     let results = map_units(par, units, |unit| {
-        let (bi, block) = (unit / blocks.len(), unit % blocks.len());
-        let (h0, h1) = blocks[block];
-        let width = h1 - h0;
-        let [da, db, c] = &transposed[block];
-        let mut s = vec![0.0f32; states * width];
-        let mut acc = vec![0.0f32; width];
-        let mut out = vec![0.0f32; time * width];
-        for (t, out_t) in out.chunks_exact_mut(width.max(1)).enumerate().take(time) {
-            let row = (bi * time + t) * channels;
-            let u_t = &u[row + h0..row + h1];
-            acc.fill(0.0);
-            for n in 0..states {
-                let range = n * width..(n + 1) * width;
-                s4d_forward_lanes(
-                    &mut s[range.clone()],
-                    &mut acc,
-                    &da[range.clone()],
-                    &db[range.clone()],
-                    &c[range],
-                    u_t,
-                );
+        wide!(|| {
+            let (bi, block) = (unit / blocks.len(), unit % blocks.len());
+            let (h0, h1) = blocks[block];
+            let width = h1 - h0;
+            let [da, db, c] = &transposed[block];
+            let mut s = vec![0.0f32; states * width];
+            let mut acc = vec![0.0f32; width];
+            let mut out = vec![0.0f32; time * width];
+            for (t, out_t) in out.chunks_exact_mut(width.max(1)).enumerate().take(time) {
+                let row = (bi * time + t) * channels;
+                let u_t = &u[row + h0..row + h1];
+                acc.fill(0.0);
+                for n in 0..states {
+                    let range = n * width..(n + 1) * width;
+                    s4d_forward_lanes(
+                        &mut s[range.clone()],
+                        &mut acc,
+                        &da[range.clone()],
+                        &db[range.clone()],
+                        &c[range],
+                        u_t,
+                    );
+                }
+                for (((o, &a), &x), &dd) in out_t.iter_mut().zip(&acc).zip(u_t).zip(&d[h0..h1]) {
+                    *o = a + dd * x;
+                }
             }
-            for (((o, &a), &x), &dd) in out_t.iter_mut().zip(&acc).zip(u_t).zip(&d[h0..h1]) {
-                *o = a + dd * x;
-            }
-        }
-        out
+            out
+        })
     });
     scatter_blocks(y, &results, &blocks, (batch, time, channels));
 }
@@ -537,23 +539,11 @@ fn scatter_blocks(
 }
 
 /// `s = dA s + dB x; acc += C s`, lane by lane (a separate function so
-/// that its slices are known not to alias, and the loop vectorizes).
-#[inline(never)]
-fn s4d_forward_lanes(s: &mut [f32], acc: &mut [f32], da: &[f32], db: &[f32], c: &[f32], x: &[f32]) {
-    wide!(s4d_forward_lanes_body(s, acc, da, db, c, x))
-}
-
-/// [`s4d_forward_lanes`]'s arithmetic, inlined into its baseline and AVX-512 builds.
-#[allow(clippy::too_many_arguments)]
+/// that its slices are known not to alias, also when inlined: the loop
+/// vectorizes). Called inside `wide!`.
 #[inline(always)]
-fn s4d_forward_lanes_body(
-    s: &mut [f32],
-    acc: &mut [f32],
-    da: &[f32],
-    db: &[f32],
-    c: &[f32],
-    x: &[f32],
-) {
+#[allow(clippy::too_many_arguments)]
+fn s4d_forward_lanes(s: &mut [f32], acc: &mut [f32], da: &[f32], db: &[f32], c: &[f32], x: &[f32]) {
     let w = s.len();
     let (acc, da, db, c, x) = (&mut acc[..w], &da[..w], &db[..w], &c[..w], &x[..w]);
     for j in 0..w {
@@ -574,22 +564,9 @@ struct S4dLanes<'a> {
 }
 
 /// One state's lanes of the S4D backward at one time step.
-#[inline(never)]
-fn s4d_backward_lanes(
-    lanes: S4dLanes<'_>,
-    du: &mut [f32],
-    ds: &mut [f32],
-    dc: &mut [f32],
-    ddb: &mut [f32],
-    dda: &mut [f32],
-) {
-    wide!(s4d_backward_lanes_body(lanes, du, ds, dc, ddb, dda))
-}
-
-/// [`s4d_backward_lanes`]'s arithmetic, inlined into its baseline and AVX-512 builds.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn s4d_backward_lanes_body(
+#[allow(clippy::too_many_arguments)]
+fn s4d_backward_lanes(
     lanes: S4dLanes<'_>,
     du: &mut [f32],
     ds: &mut [f32],
@@ -637,25 +614,8 @@ struct SelectiveLanes<'a> {
 /// One state's lanes of the selective-scan backward at one time step (the
 /// outputs are separate parameters, so that they are known not to alias
 /// and the loop vectorizes).
-#[inline(never)]
-fn selective_backward_lanes(
-    l: SelectiveLanes<'_>,
-    gh: &mut [f32],
-    da: &mut [f32],
-    ddt: &mut [f32],
-    dx: &mut [f32],
-    dc_terms: &mut [f32],
-    db_terms: &mut [f32],
-) {
-    wide!(selective_backward_lanes_body(
-        l, gh, da, ddt, dx, dc_terms, db_terms
-    ))
-}
-
-/// [`selective_backward_lanes`]'s arithmetic, inlined into its baseline and AVX-512 builds.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn selective_backward_lanes_body(
+fn selective_backward_lanes(
     l: SelectiveLanes<'_>,
     gh: &mut [f32],
     da: &mut [f32],
@@ -735,76 +695,78 @@ pub fn s4d_backward(
         dd: Vec<f32>,
     }
     let results = map_units(par, units, |unit| {
-        let (bi, block) = (unit / blocks.len(), unit % blocks.len());
-        let (h0, h1) = blocks[block];
-        let width = h1 - h0;
-        let ws = width * states;
-        let [da, db, c] = &transposed[block];
-        // states s_t for every t of this unit, (time, states, width)
-        let mut all = vec![0.0f32; (time + 1) * ws];
-        for t in 0..time {
-            let row = (bi * time + t) * channels;
-            let u_t = &u[row + h0..row + h1];
-            let (prev, cur) = all.split_at_mut((t + 1) * ws);
-            let prev = &prev[t * ws..];
-            for n in 0..states {
-                let range = n * width..(n + 1) * width;
-                for ((((s, &p), &da), &db), &x) in cur[range.clone()]
-                    .iter_mut()
-                    .zip(&prev[range.clone()])
-                    .zip(&da[range.clone()])
-                    .zip(&db[range])
-                    .zip(u_t)
-                {
-                    *s = da * p + db * x;
+        wide!(|| {
+            let (bi, block) = (unit / blocks.len(), unit % blocks.len());
+            let (h0, h1) = blocks[block];
+            let width = h1 - h0;
+            let ws = width * states;
+            let [da, db, c] = &transposed[block];
+            // states s_t for every t of this unit, (time, states, width)
+            let mut all = vec![0.0f32; (time + 1) * ws];
+            for t in 0..time {
+                let row = (bi * time + t) * channels;
+                let u_t = &u[row + h0..row + h1];
+                let (prev, cur) = all.split_at_mut((t + 1) * ws);
+                let prev = &prev[t * ws..];
+                for n in 0..states {
+                    let range = n * width..(n + 1) * width;
+                    for ((((s, &p), &da), &db), &x) in cur[range.clone()]
+                        .iter_mut()
+                        .zip(&prev[range.clone()])
+                        .zip(&da[range.clone()])
+                        .zip(&db[range])
+                        .zip(u_t)
+                    {
+                        *s = da * p + db * x;
+                    }
                 }
             }
-        }
-        // `all` holds s_{t-1} at t * ws (s_{-1} = 0) and s_t at (t + 1) * ws
-        let mut r = Unit {
-            du: vec![0.0; time * width],
-            dda: vec![0.0; ws],
-            ddb: vec![0.0; ws],
-            dc: vec![0.0; ws],
-            dd: vec![0.0; width],
-        };
-        let mut ds = vec![0.0f32; ws];
-        for t in (0..time).rev() {
-            let row = (bi * time + t) * channels;
-            let (g, x) = (&grad_y[row + h0..row + h1], &u[row + h0..row + h1]);
-            let du = &mut r.du[t * width..(t + 1) * width];
-            for (((du, dd), (&g, &x)), &dskip) in du
-                .iter_mut()
-                .zip(r.dd.iter_mut())
-                .zip(g.iter().zip(x))
-                .zip(&d[h0..h1])
-            {
-                *du = dskip * g;
-                *dd += g * x;
+            // `all` holds s_{t-1} at t * ws (s_{-1} = 0) and s_t at (t + 1) * ws
+            let mut r = Unit {
+                du: vec![0.0; time * width],
+                dda: vec![0.0; ws],
+                ddb: vec![0.0; ws],
+                dc: vec![0.0; ws],
+                dd: vec![0.0; width],
+            };
+            let mut ds = vec![0.0f32; ws];
+            for t in (0..time).rev() {
+                let row = (bi * time + t) * channels;
+                let (g, x) = (&grad_y[row + h0..row + h1], &u[row + h0..row + h1]);
+                let du = &mut r.du[t * width..(t + 1) * width];
+                for (((du, dd), (&g, &x)), &dskip) in du
+                    .iter_mut()
+                    .zip(r.dd.iter_mut())
+                    .zip(g.iter().zip(x))
+                    .zip(&d[h0..h1])
+                {
+                    *du = dskip * g;
+                    *dd += g * x;
+                }
+                let s_prev = &all[t * ws..(t + 1) * ws];
+                let s_t = &all[(t + 1) * ws..(t + 2) * ws];
+                for n in 0..states {
+                    let range = n * width..(n + 1) * width;
+                    s4d_backward_lanes(
+                        S4dLanes {
+                            g,
+                            x,
+                            s_prev: &s_prev[range.clone()],
+                            s_t: &s_t[range.clone()],
+                            c: &c[range.clone()],
+                            da: &da[range.clone()],
+                            db: &db[range.clone()],
+                        },
+                        du,
+                        &mut ds[range.clone()],
+                        &mut r.dc[range.clone()],
+                        &mut r.ddb[range.clone()],
+                        &mut r.dda[range],
+                    );
+                }
             }
-            let s_prev = &all[t * ws..(t + 1) * ws];
-            let s_t = &all[(t + 1) * ws..(t + 2) * ws];
-            for n in 0..states {
-                let range = n * width..(n + 1) * width;
-                s4d_backward_lanes(
-                    S4dLanes {
-                        g,
-                        x,
-                        s_prev: &s_prev[range.clone()],
-                        s_t: &s_t[range.clone()],
-                        c: &c[range.clone()],
-                        da: &da[range.clone()],
-                        db: &db[range.clone()],
-                    },
-                    du,
-                    &mut ds[range.clone()],
-                    &mut r.dc[range.clone()],
-                    &mut r.ddb[range.clone()],
-                    &mut r.dda[range],
-                );
-            }
-        }
-        r
+            r
+        })
     });
     let mut grads = S4dGrads {
         u: vec![0.0; batch * time * channels],
@@ -899,27 +861,8 @@ pub fn softplus(x: f32) -> f32 {
 /// One forward step of a selective-scan unit: updates the (states, width)
 /// state `h` and, when given, stores the decays; returns `y` into `out`.
 #[allow(clippy::too_many_arguments)]
-#[inline(never)]
-fn selective_step(
-    h: &mut [f32],
-    decay_out: Option<&mut [f32]>,
-    a_t: &[f32],
-    dt: &[f32],
-    xv: &[f32],
-    bt: &[f32],
-    ct: Option<&[f32]>,
-    acc: &mut [f32],
-    width: usize,
-) {
-    wide!(selective_step_body(
-        h, decay_out, a_t, dt, xv, bt, ct, acc, width
-    ))
-}
-
-/// [`selective_step`]'s arithmetic, inlined into its baseline and AVX-512 builds.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn selective_step_body(
+fn selective_step(
     h: &mut [f32],
     decay_out: Option<&mut [f32]>,
     a_t: &[f32],
@@ -995,39 +938,41 @@ pub fn selective_scan_forward(
     let units = batch * blocks.len();
     let SelectiveInputs { x, b, c, d, .. } = inputs;
     let results = map_units(par, units, |unit| {
-        let (bi, block) = (unit / blocks.len(), unit % blocks.len());
-        let (d0, d1) = blocks[block];
-        let width = d1 - d0;
-        let mut h = vec![0.0f32; states * width];
-        let mut dt = vec![0.0f32; width];
-        let mut acc = vec![0.0f32; width];
-        let mut out = vec![0.0f32; time * width];
-        for t in 0..time {
-            let row = (bi * time + t) * channels;
-            let srow = (bi * time + t) * states;
-            inputs.steps(row, (d0, d1), &mut dt);
-            let xv = &x[row + d0..row + d1];
-            selective_step(
-                &mut h,
-                None,
-                &a_blocks[block],
-                &dt,
-                xv,
-                &b[srow..srow + states],
-                Some(&c[srow..srow + states]),
-                &mut acc,
-                width,
-            );
-            for (((o, &a), &xv), &dd) in out[t * width..(t + 1) * width]
-                .iter_mut()
-                .zip(&acc)
-                .zip(xv)
-                .zip(&d[d0..d1])
-            {
-                *o = a + dd * xv;
+        wide!(|| {
+            let (bi, block) = (unit / blocks.len(), unit % blocks.len());
+            let (d0, d1) = blocks[block];
+            let width = d1 - d0;
+            let mut h = vec![0.0f32; states * width];
+            let mut dt = vec![0.0f32; width];
+            let mut acc = vec![0.0f32; width];
+            let mut out = vec![0.0f32; time * width];
+            for t in 0..time {
+                let row = (bi * time + t) * channels;
+                let srow = (bi * time + t) * states;
+                inputs.steps(row, (d0, d1), &mut dt);
+                let xv = &x[row + d0..row + d1];
+                selective_step(
+                    &mut h,
+                    None,
+                    &a_blocks[block],
+                    &dt,
+                    xv,
+                    &b[srow..srow + states],
+                    Some(&c[srow..srow + states]),
+                    &mut acc,
+                    width,
+                );
+                for (((o, &a), &xv), &dd) in out[t * width..(t + 1) * width]
+                    .iter_mut()
+                    .zip(&acc)
+                    .zip(xv)
+                    .zip(&d[d0..d1])
+                {
+                    *o = a + dd * xv;
+                }
             }
-        }
-        out
+            out
+        })
     });
     scatter_blocks(y, &results, &blocks, (batch, time, channels));
 }
@@ -1109,107 +1054,109 @@ pub fn selective_scan_backward(
         dc: Vec<f32>,
     }
     let results = map_units(par, units, |unit| {
-        let (bi, block) = (unit / blocks.len(), unit % blocks.len());
-        let (d0, d1) = blocks[block];
-        let a_t = &a_blocks[block];
-        let width = d1 - d0;
-        let ws = width * states;
-        // states h_{t-1} at t * ws (h_{-1} = 0), and the decays of step t
-        let mut all = vec![0.0f32; (time + 1) * ws];
-        let mut decays = vec![0.0f32; time * ws];
-        let mut dts = vec![0.0f32; time * width];
-        let mut acc = vec![0.0f32; width];
-        for t in 0..time {
-            let row = (bi * time + t) * channels;
-            let srow = (bi * time + t) * states;
-            let dt = &mut dts[t * width..(t + 1) * width];
-            inputs.steps(row, (d0, d1), dt);
-            let (prev, cur) = all.split_at_mut((t + 1) * ws);
-            let cur = &mut cur[..ws];
-            cur.copy_from_slice(&prev[t * ws..]);
-            selective_step(
-                cur,
-                Some(&mut decays[t * ws..(t + 1) * ws]),
-                a_t,
-                dt,
-                &x[row + d0..row + d1],
-                &b[srow..srow + states],
-                None,
-                &mut acc,
-                width,
-            );
-        }
-        let mut r = Unit {
-            dx: vec![0.0; time * width],
-            ddelta: vec![0.0; time * width],
-            da: vec![0.0; ws],
-            dd: vec![0.0; width],
-            db: vec![0.0; time * states],
-            dc: vec![0.0; time * states],
-        };
-        let mut gh = vec![0.0f32; ws];
-        let mut ddt = vec![0.0f32; width];
-        let mut dc_terms = vec![0.0f32; width];
-        let mut db_terms = vec![0.0f32; width];
-        for t in (0..time).rev() {
-            let row = (bi * time + t) * channels;
-            let srow = (bi * time + t) * states;
-            let (bt, ct) = (&b[srow..srow + states], &c[srow..srow + states]);
-            let g = &grad_y[row + d0..row + d1];
-            let xv = &x[row + d0..row + d1];
-            let dt = &dts[t * width..(t + 1) * width];
-            let dx = &mut r.dx[t * width..(t + 1) * width];
-            for (((dx, dd), (&g, &xv)), &dskip) in dx
-                .iter_mut()
-                .zip(r.dd.iter_mut())
-                .zip(g.iter().zip(xv))
-                .zip(&d[d0..d1])
-            {
-                *dx = dskip * g;
-                *dd += g * xv;
-            }
-            ddt.fill(0.0);
-            let h_prev_all = &all[t * ws..(t + 1) * ws];
-            let h_t_all = &all[(t + 1) * ws..(t + 2) * ws];
-            for n in 0..states {
-                let range = n * width..(n + 1) * width;
-                let (bn, cn) = (bt[n], ct[n]);
-                selective_backward_lanes(
-                    SelectiveLanes {
-                        g,
-                        x: xv,
-                        dt,
-                        h_prev: &h_prev_all[range.clone()],
-                        h_t: &h_t_all[range.clone()],
-                        decay: &decays[t * ws + n * width..t * ws + (n + 1) * width],
-                        a: &a_t[range.clone()],
-                        b: bn,
-                        c: cn,
-                    },
-                    &mut gh[range.clone()],
-                    &mut r.da[range],
-                    &mut ddt,
-                    dx,
-                    &mut dc_terms,
-                    &mut db_terms,
+        wide!(|| {
+            let (bi, block) = (unit / blocks.len(), unit % blocks.len());
+            let (d0, d1) = blocks[block];
+            let a_t = &a_blocks[block];
+            let width = d1 - d0;
+            let ws = width * states;
+            // states h_{t-1} at t * ws (h_{-1} = 0), and the decays of step t
+            let mut all = vec![0.0f32; (time + 1) * ws];
+            let mut decays = vec![0.0f32; time * ws];
+            let mut dts = vec![0.0f32; time * width];
+            let mut acc = vec![0.0f32; width];
+            for t in 0..time {
+                let row = (bi * time + t) * channels;
+                let srow = (bi * time + t) * states;
+                let dt = &mut dts[t * width..(t + 1) * width];
+                inputs.steps(row, (d0, d1), dt);
+                let (prev, cur) = all.split_at_mut((t + 1) * ws);
+                let cur = &mut cur[..ws];
+                cur.copy_from_slice(&prev[t * ws..]);
+                selective_step(
+                    cur,
+                    Some(&mut decays[t * ws..(t + 1) * ws]),
+                    a_t,
+                    dt,
+                    &x[row + d0..row + d1],
+                    &b[srow..srow + states],
+                    None,
+                    &mut acc,
+                    width,
                 );
-                r.dc[t * states + n] = fixed_order_sum(&dc_terms);
-                r.db[t * states + n] = fixed_order_sum(&db_terms);
             }
-            let raw = &inputs.delta[row + d0..row + d1];
-            for ((out, &ddt), &raw) in r.ddelta[t * width..(t + 1) * width]
-                .iter_mut()
-                .zip(&ddt)
-                .zip(raw)
-            {
-                *out = if inputs.softplus && raw <= 20.0 {
-                    ddt * fm::sigmoid(raw)
-                } else {
-                    ddt
-                };
+            let mut r = Unit {
+                dx: vec![0.0; time * width],
+                ddelta: vec![0.0; time * width],
+                da: vec![0.0; ws],
+                dd: vec![0.0; width],
+                db: vec![0.0; time * states],
+                dc: vec![0.0; time * states],
+            };
+            let mut gh = vec![0.0f32; ws];
+            let mut ddt = vec![0.0f32; width];
+            let mut dc_terms = vec![0.0f32; width];
+            let mut db_terms = vec![0.0f32; width];
+            for t in (0..time).rev() {
+                let row = (bi * time + t) * channels;
+                let srow = (bi * time + t) * states;
+                let (bt, ct) = (&b[srow..srow + states], &c[srow..srow + states]);
+                let g = &grad_y[row + d0..row + d1];
+                let xv = &x[row + d0..row + d1];
+                let dt = &dts[t * width..(t + 1) * width];
+                let dx = &mut r.dx[t * width..(t + 1) * width];
+                for (((dx, dd), (&g, &xv)), &dskip) in dx
+                    .iter_mut()
+                    .zip(r.dd.iter_mut())
+                    .zip(g.iter().zip(xv))
+                    .zip(&d[d0..d1])
+                {
+                    *dx = dskip * g;
+                    *dd += g * xv;
+                }
+                ddt.fill(0.0);
+                let h_prev_all = &all[t * ws..(t + 1) * ws];
+                let h_t_all = &all[(t + 1) * ws..(t + 2) * ws];
+                for n in 0..states {
+                    let range = n * width..(n + 1) * width;
+                    let (bn, cn) = (bt[n], ct[n]);
+                    selective_backward_lanes(
+                        SelectiveLanes {
+                            g,
+                            x: xv,
+                            dt,
+                            h_prev: &h_prev_all[range.clone()],
+                            h_t: &h_t_all[range.clone()],
+                            decay: &decays[t * ws + n * width..t * ws + (n + 1) * width],
+                            a: &a_t[range.clone()],
+                            b: bn,
+                            c: cn,
+                        },
+                        &mut gh[range.clone()],
+                        &mut r.da[range],
+                        &mut ddt,
+                        dx,
+                        &mut dc_terms,
+                        &mut db_terms,
+                    );
+                    r.dc[t * states + n] = fixed_order_sum(&dc_terms);
+                    r.db[t * states + n] = fixed_order_sum(&db_terms);
+                }
+                let raw = &inputs.delta[row + d0..row + d1];
+                for ((out, &ddt), &raw) in r.ddelta[t * width..(t + 1) * width]
+                    .iter_mut()
+                    .zip(&ddt)
+                    .zip(raw)
+                {
+                    *out = if inputs.softplus && raw <= 20.0 {
+                        ddt * fm::sigmoid(raw)
+                    } else {
+                        ddt
+                    };
+                }
             }
-        }
-        r
+            r
+        })
     });
     let mut grads = SelectiveGrads {
         x: vec![0.0; batch * time * channels],
