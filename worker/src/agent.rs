@@ -213,7 +213,9 @@ struct JobSlot {
     attempt: Option<RunningAttempt>,
     /// When to form the current ring again after a failure.
     retry_at: Option<tokio::time::Instant>,
-    /// The job ended here (completed or failed): no more attempts.
+    /// The job ended here (completed or failed): no more attempts until
+    /// the coordinator sends a new ring for it (it may have missed the
+    /// report: see `handle`).
     ended: bool,
 }
 
@@ -428,6 +430,12 @@ impl Agent {
                 );
                 slot.membership = Some(membership);
                 slot.retry_at = None;
+                // A new ring for a job that ended here: the coordinator did
+                // not get the completion (it declared the reporting member
+                // dead with the report still queued, say). Join it: a
+                // finished replica only agrees on the state, and member 0
+                // reports the completion again.
+                slot.ended = false;
                 if slot.attempt.is_some() {
                     // The running attempt stops at its next wait; the new
                     // ring starts when it has handed the replica back.
