@@ -54,9 +54,10 @@ fn configuration_error(error: impl std::fmt::Display) -> ProtocolError {
 }
 
 /// The ring provider with AES-128-GCM preferred: QUIC encrypts every
-/// packet of a tensor transfer, and AES-128 costs about three quarters of
-/// AES-256's CPU time per byte (BENCHMARKS.md, all-reduce). The other TLS
-/// 1.3 suites stay acceptable, after it.
+/// packet of a tensor transfer, and AES-128 runs 10 rounds per block where
+/// AES-256 runs 14 (on loopback the difference was within the noise of
+/// `shoal bench allreduce`: BENCHMARKS.md, all-reduce). The other TLS 1.3
+/// suites stay acceptable, after it.
 fn provider() -> Arc<CryptoProvider> {
     let mut provider = rustls::crypto::ring::default_provider();
     provider
