@@ -51,6 +51,12 @@ pub(crate) struct TrainArgs {
     /// Largest gradient bucket, MiB (as the job spec's `gradient_bucket_mib`).
     #[arg(long, default_value_t = protocol::spec::DEFAULT_GRADIENT_BUCKET_MIB)]
     bucket_mib: f64,
+    /// Largest frame payload of the ring, KiB (pipelining granularity).
+    #[arg(long, default_value_t = 1024)]
+    piece_kib: usize,
+    /// Threads of each worker's async runtime (the ring and quinn's drivers).
+    #[arg(long, default_value_t = 1)]
+    async_threads: usize,
     /// Print JSON shaped like `pytorch_ddp_bench.py`'s instead of a table.
     #[arg(long)]
     json: bool,
@@ -146,6 +152,10 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
             &args.virtual_ranks().to_string(),
             "--bucket-mib",
             &args.bucket_mib.to_string(),
+            "--piece-kib",
+            &args.piece_kib.to_string(),
+            "--async-threads",
+            &args.async_threads.to_string(),
         ]
         .map(String::from)
         .to_vec();
@@ -193,7 +203,7 @@ pub(crate) fn run_worker(args: TrainWorkerArgs) -> anyhow::Result<()> {
         .build_global()
         .context("setting up the compute threads")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(args.bench.async_threads.max(1))
         .enable_all()
         .build()?;
     runtime.block_on(worker(args))
@@ -223,8 +233,8 @@ async fn worker(args: TrainWorkerArgs) -> anyhow::Result<()> {
     let bucket_elements = worker::job::bucket_elements(bench.bucket_mib);
     let config = CollectiveConfig {
         bucket_elements,
+        piece_elements: ((bench.piece_kib << 10) / 4).max(1),
         timeout: Duration::from_secs(30),
-        ..CollectiveConfig::default()
     };
     let (mut ring, _endpoint) = join_ring(args.index, bench.workers, virtual_ranks, config).await?;
     let mut result = serde_json::Map::new();
