@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use worker::collective::CollectiveConfig;
 
-use super::bench_ring::{join_ring, print_result, run_ring_processes};
+use super::bench_ring::{join_ring, print_result, run_ring_processes, worker_arguments};
 
 /// Size of the small-message latency measurement, bytes.
 const LATENCY_BYTES: usize = 4096;
@@ -70,28 +70,7 @@ pub(crate) fn run(args: AllreduceArgs) -> anyhow::Result<()> {
         );
     }
     let result = run_ring_processes(args.workers, |index| {
-        [
-            "bench",
-            "allreduce-worker",
-            "--index",
-            &index.to_string(),
-            "--workers",
-            &args.workers.to_string(),
-            "--sizes-mib",
-            &join(&args.sizes_mib),
-            "--reps",
-            &args.reps.to_string(),
-            "--virtual-ranks",
-            &virtual_ranks.to_string(),
-            "--bucket-mib",
-            &args.bucket_mib.to_string(),
-            "--piece-kib",
-            &args.piece_kib.to_string(),
-            "--async-threads",
-            &args.async_threads.to_string(),
-        ]
-        .map(String::from)
-        .to_vec()
+        worker_arguments("allreduce", "allreduce-worker", index)
     })?;
     let rows: Vec<serde_json::Value> = serde_json::from_value(result)?;
     if args.json {
@@ -118,14 +97,6 @@ pub(crate) fn run(args: AllreduceArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn join(values: &[usize]) -> String {
-    values
-        .iter()
-        .map(usize::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// One benchmark worker process.

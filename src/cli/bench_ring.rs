@@ -64,6 +64,23 @@ pub(crate) fn run_ring_processes(
     Ok(serde_json::from_str(json)?)
 }
 
+/// The arguments of worker `index` of `shoal bench PARENT`: the hidden
+/// `bench WORKER --index INDEX` subcommand followed by the parent's own
+/// arguments, forwarded verbatim (the worker's arguments flatten the
+/// parent's, so both parse them the same way).
+pub(crate) fn worker_arguments(parent: &str, worker: &str, index: usize) -> Vec<String> {
+    let own: Vec<String> = std::env::args().collect();
+    let start = own
+        .windows(2)
+        .position(|pair| pair[0] == "bench" && pair[1] == parent)
+        .map_or(own.len(), |position| position + 2);
+    ["bench", worker, "--index", &index.to_string()]
+        .map(String::from)
+        .into_iter()
+        .chain(own[start..].iter().cloned())
+        .collect()
+}
+
 /// The worker side: binds an endpoint, prints `READY`, reads the member
 /// list and forms the ring as member `index` of `workers`, hosting
 /// `virtual_ranks` spread evenly. The endpoint must outlive the ring.

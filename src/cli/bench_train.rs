@@ -22,7 +22,7 @@ use worker::collective::{CollectiveConfig, Ring};
 use worker::overlap::{ReduceFailure, compute_and_all_reduce, compute_parallelism};
 use worker::step::{GradientLayout, stream_rank_gradients};
 
-use super::bench_ring::{join_ring, median, print_result, run_ring_processes};
+use super::bench_ring::{join_ring, median, print_result, run_ring_processes, worker_arguments};
 
 /// The configurations shipped with the repository.
 const BENCH_CONFIGS: &str = include_str!("../../bench/bench_configs.json");
@@ -135,34 +135,7 @@ impl TrainArgs {
 pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
     args.validate()?;
     let result = run_ring_processes(args.workers, |index| {
-        let mut words: Vec<String> = [
-            "bench",
-            "train-worker",
-            "--index",
-            &index.to_string(),
-            "--workers",
-            &args.workers.to_string(),
-            "--threads-per-worker",
-            &args.threads_per_worker.to_string(),
-            "--only",
-            &args.only,
-            "--reps",
-            &args.reps.to_string(),
-            "--virtual-ranks",
-            &args.virtual_ranks().to_string(),
-            "--bucket-mib",
-            &args.bucket_mib.to_string(),
-            "--piece-kib",
-            &args.piece_kib.to_string(),
-            "--async-threads",
-            &args.async_threads.to_string(),
-        ]
-        .map(String::from)
-        .to_vec();
-        if args.json {
-            words.push("--json".to_string());
-        }
-        words
+        worker_arguments("train", "train-worker", index)
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
