@@ -42,33 +42,9 @@ macro_rules! wide {
             $body
         }
     }};
-    ($f:ident($($arg:expr),* $(,)?)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f")]
-            #[inline]
-            fn avx512<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                #[allow(unsafe_code)]
-                // SAFETY: the CPU has AVX-512F (detected just above), the
-                // only target feature of `avx512`.
-                unsafe {
-                    avx512(
-                        #[inline(always)]
-                        || $f($($arg),*),
-                    )
-                }
-            } else {
-                $f($($arg),*)
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            $f($($arg),*)
-        }
-    }};
+    ($f:ident($($arg:expr),* $(,)?)) => {
+        $crate::kernels::elementwise::wide!(|| { $f($($arg),*) })
+    };
 }
 pub(crate) use wide;
 
