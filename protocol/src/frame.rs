@@ -23,7 +23,7 @@ use crate::ProtocolError;
 use crate::codec::{self, Message};
 
 /// Version written into every frame; frames of another version are refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Default limit on a frame's length (the `length` field): 64 MiB.
 pub const MAX_FRAME_BYTES: u32 = 64 << 20;

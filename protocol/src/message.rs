@@ -240,6 +240,13 @@ pub enum CollectivePhase {
     ReduceScatter,
     /// Final sums travelling from the owner to everyone.
     AllGather,
+    /// One virtual rank's own values, travelling around the whole ring so
+    /// that every worker can add all virtual ranks itself (the gather
+    /// algorithm for small buffers: half the ring's hops).
+    RawValues {
+        /// The virtual rank the values belong to.
+        virtual_rank: u32,
+    },
 }
 
 /// Contents of [`PeerMessage::Chunk`]: describes `element_count` f32 values
@@ -248,7 +255,7 @@ pub enum CollectivePhase {
 pub struct ChunkHeader {
     /// Sequence number of the collective on this ring.
     pub collective: u64,
-    /// Reduce-scatter or all-gather.
+    /// Partial sums, final sums or one virtual rank's values.
     pub phase: CollectivePhase,
     /// Offset of the first value in the all-reduced buffer, in elements.
     pub element_offset: u64,

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use worker::collective::CollectiveConfig;
 
-use super::bench_ring::{join_ring, print_result, run_ring_processes, worker_arguments};
+use super::bench_ring::{
+    AlgorithmArg, join_ring, print_result, run_ring_processes, worker_arguments,
+};
 
 /// Size of the small-message latency measurement, bytes.
 const LATENCY_BYTES: usize = 4096;
@@ -45,6 +47,9 @@ pub(crate) struct AllreduceArgs {
     /// and the collective).
     #[arg(long, default_value_t = 2)]
     async_threads: usize,
+    /// All-reduce algorithm (results are bit-identical whichever runs).
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::Auto)]
+    algorithm: AlgorithmArg,
 }
 
 /// Arguments of the hidden `shoal bench allreduce-worker`.
@@ -115,6 +120,7 @@ async fn worker(args: AllreduceWorkerArgs) -> anyhow::Result<()> {
         bucket_elements: (bench.bucket_mib << 20) / 4,
         piece_elements: (bench.piece_kib << 10) / 4,
         timeout: Duration::from_secs(30),
+        algorithm: bench.algorithm.into(),
     };
     let (mut ring, _endpoint) = join_ring(args.index, bench.workers, virtual_ranks, config).await?;
     let world = bench.workers;

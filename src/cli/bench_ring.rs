@@ -13,7 +13,31 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 use protocol::Fingerprint;
 use protocol::transport::{Identity, TransportTuning, bind_endpoint};
-use worker::collective::{CollectiveConfig, Ring, RingLayout, RingMemberAddress, RingSpec};
+use worker::collective::{
+    AllReduceAlgorithm, CollectiveConfig, Ring, RingLayout, RingMemberAddress, RingSpec,
+};
+
+/// The `--algorithm` of the ring benchmarks (see [`AllReduceAlgorithm`]).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default)]
+pub(crate) enum AlgorithmArg {
+    /// The gather for small buffers, the ring otherwise.
+    #[default]
+    Auto,
+    /// Reduce-scatter then all-gather.
+    Ring,
+    /// Every worker adds every virtual rank's values itself.
+    Gather,
+}
+
+impl From<AlgorithmArg> for AllReduceAlgorithm {
+    fn from(algorithm: AlgorithmArg) -> Self {
+        match algorithm {
+            AlgorithmArg::Auto => Self::Auto,
+            AlgorithmArg::Ring => Self::Ring,
+            AlgorithmArg::Gather => Self::Gather,
+        }
+    }
+}
 
 /// Starts `workers` processes of this executable with `arguments(index)`,
 /// introduces them to each other, waits for all of them and returns the

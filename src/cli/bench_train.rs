@@ -22,7 +22,9 @@ use worker::collective::{CollectiveConfig, Ring};
 use worker::overlap::{ReduceFailure, compute_and_all_reduce, compute_parallelism};
 use worker::step::{GradientLayout, stream_rank_gradients};
 
-use super::bench_ring::{join_ring, median, print_result, run_ring_processes, worker_arguments};
+use super::bench_ring::{
+    AlgorithmArg, join_ring, median, print_result, run_ring_processes, worker_arguments,
+};
 
 /// The configurations shipped with the repository.
 const BENCH_CONFIGS: &str = include_str!("../../bench/bench_configs.json");
@@ -57,6 +59,9 @@ pub(crate) struct TrainArgs {
     /// Threads of each worker's async runtime (the ring and quinn's drivers).
     #[arg(long, default_value_t = 1)]
     async_threads: usize,
+    /// All-reduce algorithm (results are bit-identical whichever runs).
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::Auto)]
+    algorithm: AlgorithmArg,
     /// Print JSON shaped like `pytorch_ddp_bench.py`'s instead of a table.
     #[arg(long)]
     json: bool,
@@ -208,6 +213,7 @@ async fn worker(args: TrainWorkerArgs) -> anyhow::Result<()> {
         bucket_elements,
         piece_elements: ((bench.piece_kib << 10) / 4).max(1),
         timeout: Duration::from_secs(30),
+        algorithm: bench.algorithm.into(),
     };
     let (mut ring, _endpoint) = join_ring(args.index, bench.workers, virtual_ranks, config).await?;
     let mut result = serde_json::Map::new();

@@ -7,7 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::{form_ring, gradient};
-use worker::collective::{CollectiveConfig, RingLayout, reference_all_reduce};
+use worker::collective::{AllReduceAlgorithm, CollectiveConfig, RingLayout, reference_all_reduce};
+
+/// The algorithms that move values; `Auto` picks one of them.
+const ALGORITHMS: [AllReduceAlgorithm; 2] = [AllReduceAlgorithm::Ring, AllReduceAlgorithm::Gather];
 
 fn bits(values: &[f32]) -> Vec<u32> {
     values.iter().map(|v| v.to_bits()).collect()
@@ -85,30 +88,64 @@ fn the_reference_order_matters_for_these_inputs() {
 
 #[test]
 fn eight_virtual_ranks_give_the_same_bits_on_one_to_eight_workers() {
-    let config = CollectiveConfig {
-        bucket_elements: 1000,
-        piece_elements: 97,
-        timeout: Duration::from_secs(10),
-    };
-    for workers in 1..=8 {
-        let layout = RingLayout::even(8, workers);
-        let counts: Vec<usize> = (0..workers).map(|w| layout.hosted(w).len()).collect();
-        check(&counts, 2_503, config.clone());
+    for algorithm in ALGORITHMS {
+        let config = CollectiveConfig {
+            bucket_elements: 1000,
+            piece_elements: 97,
+            timeout: Duration::from_secs(10),
+            algorithm,
+        };
+        for workers in 1..=8 {
+            let layout = RingLayout::even(8, workers);
+            let counts: Vec<usize> = (0..workers).map(|w| layout.hosted(w).len()).collect();
+            check(&counts, 2_503, config.clone());
+        }
     }
 }
 
 #[test]
 fn uneven_layouts_small_buffers_and_large_pieces() {
-    let config = CollectiveConfig {
-        bucket_elements: 1 << 20,
-        piece_elements: 1 << 16,
-        timeout: Duration::from_secs(10),
-    };
-    for len in [1, 2, 3, 7, 8, 9, 63, 64, 65] {
-        check(&[3, 1, 4], len, config.clone());
+    for algorithm in ALGORITHMS {
+        let config = CollectiveConfig {
+            bucket_elements: 1 << 20,
+            piece_elements: 1 << 16,
+            timeout: Duration::from_secs(10),
+            algorithm,
+        };
+        for len in [1, 2, 3, 7, 8, 9, 63, 64, 65] {
+            check(&[3, 1, 4], len, config.clone());
+        }
+        check(&[1, 5, 2], 300_001, config.clone());
+        check(&[1, 1], 1 << 18, config);
     }
-    check(&[1, 5, 2], 300_001, config.clone());
-    check(&[1, 1], 1 << 18, config);
+}
+
+#[test]
+fn auto_gathers_small_buffers_and_rings_large_ones() {
+    let check = |counts: &[usize], len: usize, expected: AllReduceAlgorithm| {
+        let chosen = AllReduceAlgorithm::Auto.resolve(&RingLayout::new(counts), len);
+        assert_eq!(chosen, expected, "{counts:?}, {len} values");
+    };
+    // Two workers of one virtual rank: the same bytes per link either way.
+    check(&[1, 1], 40_000, AllReduceAlgorithm::Gather);
+    check(&[1, 1], 1 << 18, AllReduceAlgorithm::Gather);
+    check(&[1, 1], 1 << 20, AllReduceAlgorithm::Ring);
+    // Four workers: the gather's links carry 3 buffers, the ring's 1.5.
+    check(&[1, 1, 1, 1], 1 << 10, AllReduceAlgorithm::Gather);
+    check(&[1, 1, 1, 1], 1 << 20, AllReduceAlgorithm::Ring);
+    // Many virtual ranks per worker: only tiny buffers are gathered.
+    check(&[4, 4], 1 << 10, AllReduceAlgorithm::Gather);
+    check(&[4, 4], 1 << 16, AllReduceAlgorithm::Ring);
+    // An explicit choice is kept.
+    let layout = RingLayout::new(&[1, 1]);
+    assert_eq!(
+        AllReduceAlgorithm::Ring.resolve(&layout, 10),
+        AllReduceAlgorithm::Ring
+    );
+    assert_eq!(
+        AllReduceAlgorithm::Gather.resolve(&layout, 1 << 24),
+        AllReduceAlgorithm::Gather
+    );
 }
 
 #[test]

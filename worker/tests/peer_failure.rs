@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use protocol::Fingerprint;
 use protocol::transport::TransportTuning;
-use worker::collective::{CollectiveError, Ring};
+use worker::collective::{AllReduceAlgorithm, CollectiveError, Ring};
 
 const CHILD_VARIABLE: &str = "SHOAL_RING_CHILD";
 const TIMEOUT: Duration = Duration::from_millis(1500);
@@ -37,6 +37,10 @@ fn main() {
             stalled_peer as fn(),
         ),
         (
+            "a_stalled_peer_fails_the_gather_on_everyone",
+            stalled_peer_small_buffer as fn(),
+        ),
+        (
             "a_killed_peer_process_fails_the_collective_on_everyone",
             killed_peer as fn(),
         ),
@@ -49,7 +53,7 @@ fn main() {
         );
     }
     // Closing line in the form CI reads (a failing scenario panics before it).
-    println!("2 passed, 0 failed");
+    println!("3 passed, 0 failed");
 }
 
 /// Runs all-reduces until one fails; returns the error and how many succeeded.
@@ -75,11 +79,27 @@ async fn reduce_until_failure(
 }
 
 fn stalled_peer() {
+    // 24 MiB per virtual rank: more than the flow-control windows (the
+    // ring algorithm).
+    stalled_peer_with(6 << 20);
+}
+
+fn stalled_peer_small_buffer() {
+    // 4 KiB: the gather, where everyone sends at once and then only waits.
+    let len = 1 << 10;
+    let layout = worker::collective::RingLayout::new(&[1, 2, 1]);
+    assert_eq!(
+        AllReduceAlgorithm::Auto.resolve(&layout, len),
+        AllReduceAlgorithm::Gather
+    );
+    stalled_peer_with(len);
+}
+
+fn stalled_peer_with(len: usize) {
     runtime().block_on(async {
         let mut rings = common::form_ring(&[1, 2, 1], common::config(TIMEOUT)).await;
         // Member 2 takes part in forming the ring, then neither reads nor sends.
         let stalled = rings.pop().unwrap();
-        let len = 6 << 20; // 24 MiB per virtual rank: more than the flow-control windows
         let started = Instant::now();
         let mut tasks = Vec::new();
         for mut ring in rings {

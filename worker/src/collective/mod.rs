@@ -12,5 +12,8 @@ pub mod ring;
 pub mod schedule;
 
 pub use error::CollectiveError;
-pub use ring::{AllReduceStats, BucketStats, CollectiveConfig, Ring, RingMemberAddress, RingSpec};
+pub use ring::{
+    AllReduceAlgorithm, AllReduceStats, BucketStats, CollectiveConfig, Ring, RingMemberAddress,
+    RingSpec,
+};
 pub use schedule::{RingLayout, reference_all_reduce};

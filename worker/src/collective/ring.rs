@@ -21,7 +21,7 @@ use protocol::transport::{
 use protocol::{Fingerprint, Frame, ProtocolError};
 
 use super::CollectiveError;
-use super::schedule::{ChunkRole, RingLayout, chain_start, chunk_role, pieces};
+use super::schedule::{ChunkRole, Piece, RingLayout, chain_start, chunk_role, pieces};
 
 /// Knobs of the collectives.
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ pub struct CollectiveConfig {
     /// Longest wait for any neighbour to send or accept data, and for the ring
     /// to form.
     pub timeout: Duration,
+    /// How an all-reduce moves its values (never what it computes).
+    pub algorithm: AllReduceAlgorithm,
 }
 
 impl Default for CollectiveConfig {
@@ -42,6 +44,63 @@ impl Default for CollectiveConfig {
             bucket_elements: 4 << 20,
             piece_elements: 256 << 10,
             timeout: Duration::from_secs(10),
+            algorithm: AllReduceAlgorithm::Auto,
+        }
+    }
+}
+
+/// How an all-reduce moves values around the ring, in the spirit of NCCL's
+/// choice between its algorithms. Every algorithm adds in the order of
+/// [`super::schedule`], so the sums are bit-identical whichever runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AllReduceAlgorithm {
+    /// [`Self::Gather`] where its busiest link carries at most
+    /// [`GATHER_MAX_LINK_BYTES`], and at most [`GATHER_BYTES_PER_SAVED_HOP`]
+    /// more per saved hop than the ring's links; [`Self::Ring`] otherwise.
+    #[default]
+    Auto,
+    /// Reduce-scatter then all-gather: 2(W-1) hops, each link carries
+    /// 2(W-1)/W of the buffer. The bandwidth-optimal choice for large
+    /// buffers.
+    Ring,
+    /// Each virtual rank's own values travel around the ring (W-1 hops) and
+    /// every worker adds all virtual ranks itself: half the ring's hops, but
+    /// the link into a worker carries every virtual rank it does not host.
+    /// The latency-optimal choice for small buffers.
+    Gather,
+}
+
+/// The extra link bytes [`AllReduceAlgorithm::Auto`] accepts for one hop
+/// fewer: about a loopback QUIC hop's latency (60-100 us) times its
+/// bandwidth (1 GB/s).
+pub const GATHER_BYTES_PER_SAVED_HOP: u64 = 64 << 10;
+
+/// The most bytes [`AllReduceAlgorithm::Auto`] lets the gather put on one
+/// link: with two workers both algorithms carry the whole buffer per link,
+/// yet the gather was slower from 8 MiB on (BENCHMARKS.md).
+pub const GATHER_MAX_LINK_BYTES: u64 = 1 << 20;
+
+impl AllReduceAlgorithm {
+    /// The algorithm (never `Auto`) for a buffer of `len` values on `layout`.
+    pub fn resolve(self, layout: &RingLayout, len: usize) -> Self {
+        if self != Self::Auto {
+            return self;
+        }
+        let workers = layout.workers() as u64;
+        let bytes = (len * std::mem::size_of::<f32>()) as u64;
+        let fewest_hosted = (0..layout.workers())
+            .map(|worker| layout.hosted(worker).len())
+            .min()
+            .unwrap_or(0);
+        let gather_link = (layout.virtual_ranks() - fewest_hosted) as u64 * bytes;
+        let ring_link = (2 * workers.saturating_sub(1) * bytes).div_ceil(workers.max(1));
+        let saved_hops = workers.saturating_sub(1);
+        if gather_link <= GATHER_MAX_LINK_BYTES
+            && gather_link <= ring_link + saved_hops * GATHER_BYTES_PER_SAVED_HOP
+        {
+            Self::Gather
+        } else {
+            Self::Ring
         }
     }
 }
@@ -315,16 +374,32 @@ impl Ring {
             self.last_all_reduce = stats(1, &bytes, &done, started);
             return Ok(());
         };
-        let result = distributed_all_reduce(
-            links,
-            &self.layout,
-            self.me,
-            &self.config,
-            self.sequence,
-            gradients,
-            started,
-        )
-        .await;
+        let result = match self.config.algorithm.resolve(&self.layout, len) {
+            AllReduceAlgorithm::Gather => {
+                gather_all_reduce(
+                    links,
+                    &self.layout,
+                    self.me,
+                    &self.config,
+                    self.sequence,
+                    gradients,
+                    started,
+                )
+                .await
+            }
+            _ => {
+                distributed_all_reduce(
+                    links,
+                    &self.layout,
+                    self.me,
+                    &self.config,
+                    self.sequence,
+                    gradients,
+                    started,
+                )
+                .await
+            }
+        };
         let workers = self.layout.workers();
         let result = result.map(|done| {
             self.last_all_reduce = stats(workers, &bytes, &done, started);
@@ -565,6 +640,137 @@ async fn receive_frame(
         .ok_or(CollectiveError::PeerClosed { member })
 }
 
+/// When each bucket of an all-reduce was complete on this worker: a bucket is
+/// complete once every one of its pieces is.
+struct BucketProgress {
+    bucket_elements: usize,
+    incomplete: Vec<usize>,
+    done: Vec<Option<Duration>>,
+    started: Instant,
+}
+
+impl BucketProgress {
+    /// `pending[i]`: whether piece `i` still awaits something here.
+    fn new(
+        pieces: &[Piece],
+        pending: impl Fn(usize) -> bool,
+        len: usize,
+        bucket_elements: usize,
+        started: Instant,
+    ) -> Self {
+        let mut incomplete = vec![0usize; len.div_ceil(bucket_elements)];
+        for (index, piece) in pieces.iter().enumerate() {
+            if pending(index) {
+                incomplete[piece.range.start / bucket_elements] += 1;
+            }
+        }
+        let done = incomplete
+            .iter()
+            .map(|&count| (count == 0).then(|| started.elapsed()))
+            .collect();
+        Self {
+            bucket_elements,
+            incomplete,
+            done,
+            started,
+        }
+    }
+
+    fn piece_complete(&mut self, piece: &Piece) {
+        let bucket = piece.range.start / self.bucket_elements;
+        self.incomplete[bucket] -= 1;
+        if self.incomplete[bucket] == 0 {
+            self.done[bucket] = Some(self.started.elapsed());
+        }
+    }
+}
+
+/// The piece a received chunk header names, or why it names none.
+fn received_piece(pieces: &[Piece], chunk: &ChunkHeader, len: usize) -> Result<usize, String> {
+    let index = pieces
+        .binary_search_by_key(&chunk.element_offset, |piece| piece.range.start as u64)
+        .map_err(|_| {
+            format!(
+                "no piece starts at element {} of a {len}-value buffer",
+                chunk.element_offset
+            )
+        })?;
+    let expected = pieces[index].range.len();
+    if chunk.element_count as usize != expected {
+        return Err(format!(
+            "piece at element {} has {} values, expected {expected}",
+            chunk.element_offset, chunk.element_count
+        ));
+    }
+    Ok(index)
+}
+
+/// Frames queued for the next member, in order.
+type Outgoing = tokio::sync::mpsc::UnboundedSender<(ChunkHeader, Bytes)>;
+
+/// Runs `receive` (which queues frames for the next member on the sender
+/// it is given, and drops it when done) concurrently with the writer of
+/// those frames; fails as soon as either does.
+async fn with_frame_writer<T, R>(
+    to_next: &mut quinn::SendStream,
+    next: usize,
+    timeout: Duration,
+    receive: impl FnOnce(Outgoing) -> R,
+) -> Result<T, CollectiveError>
+where
+    R: Future<Output = Result<T, CollectiveError>>,
+{
+    let (outgoing, mut incoming) = tokio::sync::mpsc::unbounded_channel::<(ChunkHeader, Bytes)>();
+    let writer = async {
+        while let Some((header, payload)) = incoming.recv().await {
+            send_frame(to_next, &PeerMessage::Chunk(header), payload, next, timeout).await?;
+        }
+        Ok::<(), CollectiveError>(())
+    };
+    let ((), received) = tokio::try_join!(writer, receive(outgoing))?;
+    Ok(received)
+}
+
+/// Receives the next frame and checks that it is a chunk of collective
+/// `sequence`.
+async fn receive_chunk(
+    from_previous: &mut FrameReader<PeerMessage>,
+    previous: usize,
+    sequence: u64,
+    timeout: Duration,
+) -> Result<(ChunkHeader, Bytes), CollectiveError> {
+    let frame = receive_frame(from_previous, previous, timeout).await?;
+    let PeerMessage::Chunk(chunk) = frame.message else {
+        return Err(CollectiveError::UnexpectedFrame {
+            member: previous,
+            reason: format!(
+                "expected a chunk of collective {sequence}, got {:?}",
+                frame.message
+            ),
+        });
+    };
+    if chunk.collective != sequence {
+        return Err(CollectiveError::UnexpectedFrame {
+            member: previous,
+            reason: format!(
+                "chunk of collective {} during collective {sequence}",
+                chunk.collective
+            ),
+        });
+    }
+    Ok((chunk, frame.payload))
+}
+
+fn chunk_header(sequence: u64, phase: CollectivePhase, range: &Range<usize>) -> ChunkHeader {
+    ChunkHeader {
+        collective: sequence,
+        phase,
+        element_offset: range.start as u64,
+        element_count: range.len() as u32,
+    }
+}
+
+/// The ring algorithm: reduce-scatter then all-gather, data-driven.
 async fn distributed_all_reduce(
     links: &mut Links,
     layout: &RingLayout,
@@ -600,47 +806,23 @@ async fn distributed_all_reduce(
         .collect();
     let mut remaining = awaiting_partial.iter().filter(|&&a| a).count()
         + awaiting_final.iter().filter(|&&a| a).count();
-    // A piece is complete here once nothing more is awaited for it; a
-    // bucket once all its pieces are.
-    let bucket_of = |index: usize| pieces[index].range.start / config.bucket_elements;
-    let mut done = vec![None; len.div_ceil(config.bucket_elements)];
-    let mut incomplete = vec![0usize; done.len()];
-    for (index, (partial, last)) in awaiting_partial.iter().zip(&awaiting_final).enumerate() {
-        if *partial || *last {
-            incomplete[bucket_of(index)] += 1;
-        }
-    }
-    for (bucket, count) in incomplete.iter().enumerate() {
-        if *count == 0 {
-            done[bucket] = Some(started.elapsed());
-        }
-    }
-    let header = |phase: CollectivePhase, range: &Range<usize>| ChunkHeader {
-        collective: sequence,
-        phase,
-        element_offset: range.start as u64,
-        element_count: range.len() as u32,
-    };
-
-    let (outgoing, incoming) = tokio::sync::mpsc::unbounded_channel::<(ChunkHeader, Bytes)>();
+    let mut progress = BucketProgress::new(
+        &pieces,
+        |index| awaiting_partial[index] || awaiting_final[index],
+        len,
+        config.bucket_elements,
+        started,
+    );
     let Links {
         to_next,
         from_previous,
         ..
     } = links;
-    let sender = async {
-        let mut incoming = incoming;
-        while let Some((header, payload)) = incoming.recv().await {
-            send_frame(to_next, &PeerMessage::Chunk(header), payload, next, timeout).await?;
-        }
-        Ok::<(), CollectiveError>(())
-    };
-    let receiver = async {
-        let outgoing = outgoing;
-        let queue = |header: ChunkHeader, payload: Bytes| {
-            // The sender lives as long as this future unless it failed, in
+    let receive = move |outgoing: Outgoing| async move {
+        let queue = |phase: CollectivePhase, range: &Range<usize>, payload: Bytes| {
+            // The writer lives as long as this future unless it failed, in
             // which case try_join returns its error first.
-            let _ = outgoing.send((header, payload));
+            let _ = outgoing.send((chunk_header(sequence, phase, range), payload));
         };
         for piece in &pieces {
             if let Some(ranks) = &roles[piece.chunk].start {
@@ -649,53 +831,24 @@ async fn distributed_all_reduce(
                     add_slot(gradients, slot, rank - first_hosted, piece.range.clone());
                 }
                 let payload = f32_to_le_bytes(&gradients[slot][piece.range.clone()]);
-                queue(
-                    header(CollectivePhase::ReduceScatter, &piece.range),
-                    payload.into(),
-                );
+                queue(CollectivePhase::ReduceScatter, &piece.range, payload.into());
             }
         }
         let unexpected = |reason: String| CollectiveError::UnexpectedFrame {
             member: previous,
             reason,
         };
+        let payload_error = |source: ProtocolError| CollectiveError::Transport {
+            member: previous,
+            source,
+        };
         while remaining > 0 {
-            let frame = receive_frame(from_previous, previous, timeout).await?;
-            let PeerMessage::Chunk(chunk) = frame.message else {
-                return Err(unexpected(format!(
-                    "expected a chunk of collective {sequence}, got {:?}",
-                    frame.message
-                )));
-            };
-            if chunk.collective != sequence {
-                return Err(unexpected(format!(
-                    "chunk of collective {} during collective {sequence}",
-                    chunk.collective
-                )));
-            }
-            let index = pieces
-                .binary_search_by_key(&chunk.element_offset, |piece| piece.range.start as u64)
-                .map_err(|_| {
-                    unexpected(format!(
-                        "no piece starts at element {} of a {len}-value buffer",
-                        chunk.element_offset
-                    ))
-                })?;
+            let (chunk, payload) =
+                receive_chunk(from_previous, previous, sequence, timeout).await?;
+            let index = received_piece(&pieces, &chunk, len).map_err(unexpected)?;
             let piece = &pieces[index];
-            if chunk.element_count as usize != piece.range.len() {
-                return Err(unexpected(format!(
-                    "piece at element {} has {} values, expected {}",
-                    chunk.element_offset,
-                    chunk.element_count,
-                    piece.range.len()
-                )));
-            }
             let role = &roles[piece.chunk];
             let range = piece.range.clone();
-            let payload_error = |source: ProtocolError| CollectiveError::Transport {
-                member: previous,
-                source,
-            };
             match chunk.phase {
                 CollectivePhase::ReduceScatter => {
                     if !std::mem::take(&mut awaiting_partial[index]) {
@@ -708,7 +861,7 @@ async fn distributed_all_reduce(
                         .entering
                         .clone()
                         .expect("a piece awaiting a partial sum has an entering segment");
-                    add_f32_le_bytes(&frame.payload, &mut gradients[0][range.clone()])
+                    add_f32_le_bytes(&payload, &mut gradients[0][range.clone()])
                         .map_err(payload_error)?;
                     for rank in entering.start + 1..entering.end {
                         add_slot(gradients, 0, rank - first_hosted, range.clone());
@@ -718,8 +871,8 @@ async fn distributed_all_reduce(
                     } else {
                         CollectivePhase::ReduceScatter
                     };
-                    let payload = f32_to_le_bytes(&gradients[0][range.clone()]);
-                    queue(header(phase, &range), payload.into());
+                    let sum = f32_to_le_bytes(&gradients[0][range.clone()]);
+                    queue(phase, &range, sum.into());
                 }
                 CollectivePhase::AllGather => {
                     if !std::mem::take(&mut awaiting_final[index]) {
@@ -728,26 +881,149 @@ async fn distributed_all_reduce(
                             chunk.element_offset
                         )));
                     }
-                    f32_from_le_bytes(&frame.payload, &mut gradients[0][range.clone()])
+                    f32_from_le_bytes(&payload, &mut gradients[0][range.clone()])
                         .map_err(payload_error)?;
                     if role.forward_final {
-                        queue(header(CollectivePhase::AllGather, &range), frame.payload);
+                        queue(CollectivePhase::AllGather, &range, payload);
                     }
+                }
+                CollectivePhase::RawValues { .. } => {
+                    return Err(unexpected(format!(
+                        "raw values at element {} during a ring all-reduce",
+                        chunk.element_offset
+                    )));
                 }
             }
             remaining -= 1;
             if !awaiting_partial[index] && !awaiting_final[index] {
-                let bucket = bucket_of(index);
-                incomplete[bucket] -= 1;
-                if incomplete[bucket] == 0 {
-                    done[bucket] = Some(started.elapsed());
-                }
+                progress.piece_complete(piece);
             }
         }
-        Ok::<(), CollectiveError>(())
+        Ok::<_, CollectiveError>(progress.done)
     };
-    tokio::try_join!(sender, receiver)?;
-    Ok(done)
+    with_frame_writer(to_next, next, timeout, receive).await
+}
+
+/// The gather algorithm: every worker sends its virtual ranks' own values
+/// to the next member, each member passes on what the next one does not
+/// host, and every worker adds all V virtual ranks itself in the documented
+/// order, piece by piece as the last of a piece's values arrives.
+async fn gather_all_reduce(
+    links: &mut Links,
+    layout: &RingLayout,
+    me: usize,
+    config: &CollectiveConfig,
+    sequence: u64,
+    gradients: &mut [Vec<f32>],
+    started: Instant,
+) -> Result<Vec<Option<Duration>>, CollectiveError> {
+    let workers = layout.workers();
+    let virtual_ranks = layout.virtual_ranks();
+    let next = (me + 1) % workers;
+    let previous = (me + workers - 1) % workers;
+    let hosted = layout.hosted(me);
+    let hosted_by_next = layout.hosted(next);
+    let timeout = config.timeout;
+    let len = gradients[0].len();
+    let pieces = pieces(
+        len,
+        config.bucket_elements,
+        config.piece_elements,
+        virtual_ranks,
+    );
+    // The values of the virtual ranks hosted elsewhere, filled as they come.
+    let mut others: Vec<Vec<f32>> = (0..virtual_ranks)
+        .map(|rank| {
+            if hosted.contains(&rank) {
+                Vec::new()
+            } else {
+                vec![0.0; len]
+            }
+        })
+        .collect();
+    let mut arrived = vec![vec![false; virtual_ranks]; pieces.len()];
+    let mut missing = vec![virtual_ranks - hosted.len(); pieces.len()];
+    let mut remaining = pieces.len() * (virtual_ranks - hosted.len());
+    let mut progress = BucketProgress::new(&pieces, |_| true, len, config.bucket_elements, started);
+    let longest_piece = pieces.iter().map(|piece| piece.range.len()).max();
+    let mut sum = vec![0.0f32; longest_piece.unwrap_or(0)];
+    let Links {
+        to_next,
+        from_previous,
+        ..
+    } = links;
+    let receive = move |outgoing: Outgoing| async move {
+        for piece in &pieces {
+            for rank in hosted.clone() {
+                let values = f32_to_le_bytes(&gradients[rank - hosted.start][piece.range.clone()]);
+                let phase = CollectivePhase::RawValues {
+                    virtual_rank: rank as u32,
+                };
+                // The writer lives as long as this future unless it failed, in
+                // which case try_join returns its error first.
+                let _ = outgoing.send((chunk_header(sequence, phase, &piece.range), values.into()));
+            }
+        }
+        let unexpected = |reason: String| CollectiveError::UnexpectedFrame {
+            member: previous,
+            reason,
+        };
+        while remaining > 0 {
+            let (chunk, payload) =
+                receive_chunk(from_previous, previous, sequence, timeout).await?;
+            let index = received_piece(&pieces, &chunk, len).map_err(unexpected)?;
+            let CollectivePhase::RawValues { virtual_rank } = chunk.phase else {
+                return Err(unexpected(format!(
+                    "{:?} at element {} during a gather all-reduce",
+                    chunk.phase, chunk.element_offset
+                )));
+            };
+            let rank = virtual_rank as usize;
+            if rank >= virtual_ranks || hosted.contains(&rank) || arrived[index][rank] {
+                return Err(unexpected(format!(
+                    "unexpected values of virtual rank {rank} at element {}",
+                    chunk.element_offset
+                )));
+            }
+            arrived[index][rank] = true;
+            let piece = &pieces[index];
+            f32_from_le_bytes(&payload, &mut others[rank][piece.range.clone()]).map_err(
+                |source| CollectiveError::Transport {
+                    member: previous,
+                    source,
+                },
+            )?;
+            if !hosted_by_next.contains(&rank) {
+                let _ = outgoing.send((chunk, payload));
+            }
+            remaining -= 1;
+            missing[index] -= 1;
+            if missing[index] == 0 {
+                let range = piece.range.clone();
+                let values_of = |rank: usize| -> &[f32] {
+                    if hosted.contains(&rank) {
+                        &gradients[rank - hosted.start][range.clone()]
+                    } else {
+                        &others[rank][range.clone()]
+                    }
+                };
+                let start = chain_start(virtual_ranks, piece.chunk);
+                let sum = &mut sum[..range.len()];
+                sum.copy_from_slice(values_of(start));
+                for step in 1..virtual_ranks {
+                    let values = values_of((start + step) % virtual_ranks);
+                    for (total, value) in sum.iter_mut().zip(values) {
+                        *total += *value;
+                    }
+                }
+                gradients[0][range].copy_from_slice(sum);
+                progress.piece_complete(piece);
+            }
+        }
+        drop(outgoing);
+        Ok::<_, CollectiveError>(progress.done)
+    };
+    with_frame_writer(to_next, next, timeout, receive).await
 }
 
 /// Largest broadcast piece, bytes.
