@@ -304,6 +304,16 @@ fn value_errors_name_the_field() {
             "checkpoint.initial: `weights.pt` is not a .safetensors file",
         ),
         (
+            "steps = 100",
+            "steps = 100\ngradient_buckets_in_flight = 0",
+            "gradient_buckets_in_flight: 0 is not between 1 and 64",
+        ),
+        (
+            "steps = 100",
+            "steps = 100\ngradient_bucket_mib = 0.0",
+            "gradient_bucket_mib: 0 is not between 4 bytes and 4096 MiB",
+        ),
+        (
             "lr = 0.001",
             "lr = 0.001\n[workers]\nmin = 0",
             "workers.min: must be at least 1",

@@ -102,12 +102,21 @@ pub struct JobSpec {
     /// backward goes on; part of the summation order, so fixed per job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gradient_bucket_mib: Option<f64>,
+    /// Most gradient buckets whose all-reduces move at once (default
+    /// [`DEFAULT_GRADIENT_BUCKETS_IN_FLIGHT`], at least 1). Never changes
+    /// the results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_buckets_in_flight: Option<usize>,
 }
 
 /// Default largest gradient bucket, MiB. Every model of the zoo fits in
 /// one bucket (one all-reduce per step); see BENCHMARKS.md for the
 /// measurement behind it.
 pub const DEFAULT_GRADIENT_BUCKET_MIB: f64 = 16.0;
+
+/// Default number of gradient buckets in flight; see BENCHMARKS.md for the
+/// measurement behind it.
+pub const DEFAULT_GRADIENT_BUCKETS_IN_FLIGHT: usize = 2;
 
 /// `[inputs]`: scaling of the data and the random inputs the trainer draws
 /// (every draw keyed by seed, epoch and sample id).
@@ -667,6 +676,14 @@ impl JobSpec {
             return Err(bad(
                 "gradient_bucket_mib",
                 format!("{mib} is not between 4 bytes and 4096 MiB"),
+            ));
+        }
+        if let Some(in_flight) = self.gradient_buckets_in_flight
+            && !(1..=64).contains(&in_flight)
+        {
+            return Err(bad(
+                "gradient_buckets_in_flight",
+                format!("{in_flight} is not between 1 and 64"),
             ));
         }
         // ---- workers ----

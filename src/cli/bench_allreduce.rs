@@ -121,6 +121,7 @@ async fn worker(args: AllreduceWorkerArgs) -> anyhow::Result<()> {
         piece_elements: (bench.piece_kib << 10) / 4,
         timeout: Duration::from_secs(30),
         algorithm: bench.algorithm.into(),
+        ..CollectiveConfig::default()
     };
     let (mut ring, _endpoint) = join_ring(args.index, bench.workers, virtual_ranks, config).await?;
     let world = bench.workers;

@@ -59,6 +59,10 @@ pub(crate) struct TrainArgs {
     /// Threads of each worker's async runtime (the ring and quinn's drivers).
     #[arg(long, default_value_t = 1)]
     async_threads: usize,
+    /// Most gradient buckets moving at once (as the job spec's
+    /// `gradient_buckets_in_flight`).
+    #[arg(long, default_value_t = protocol::spec::DEFAULT_GRADIENT_BUCKETS_IN_FLIGHT)]
+    buckets_in_flight: usize,
     /// All-reduce algorithm (results are bit-identical whichever runs).
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Auto)]
     algorithm: AlgorithmArg,
@@ -214,6 +218,7 @@ async fn worker(args: TrainWorkerArgs) -> anyhow::Result<()> {
         piece_elements: ((bench.piece_kib << 10) / 4).max(1),
         timeout: Duration::from_secs(30),
         algorithm: bench.algorithm.into(),
+        buckets_in_flight: bench.buckets_in_flight.max(1),
     };
     let (mut ring, _endpoint) = join_ring(args.index, bench.workers, virtual_ranks, config).await?;
     let mut result = serde_json::Map::new();
@@ -221,6 +226,7 @@ async fn worker(args: TrainWorkerArgs) -> anyhow::Result<()> {
     result.insert("_threads_per_rank".into(), bench.threads_per_worker.into());
     result.insert("_virtual_ranks".into(), virtual_ranks.into());
     result.insert("_bucket_mib".into(), bench.bucket_mib.into());
+    result.insert("_buckets_in_flight".into(), bench.buckets_in_flight.into());
     result.insert("_shoal".into(), env!("CARGO_PKG_VERSION").into());
     for (name, spec) in &models {
         let case = models::bench::case(name, spec, 0)?;

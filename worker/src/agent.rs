@@ -749,6 +749,7 @@ async fn attempt(context: &mut AttemptContext, replica: &mut Option<Replica>) ->
     let me = spec.my_index;
     let config = CollectiveConfig {
         bucket_elements: context.prepared.job.bucket_elements,
+        buckets_in_flight: context.prepared.job.buckets_in_flight,
         ..context.collective.clone()
     };
     let connecting = Ring::connect(

@@ -213,6 +213,9 @@ pub fn prepare(spec: &JobSpec, base: &Path) -> Result<PreparedJob, WorkerError> 
             spec.gradient_bucket_mib
                 .unwrap_or(protocol::spec::DEFAULT_GRADIENT_BUCKET_MIB),
         ),
+        buckets_in_flight: spec
+            .gradient_buckets_in_flight
+            .unwrap_or(protocol::spec::DEFAULT_GRADIENT_BUCKETS_IN_FLIGHT),
         draws: DrawSettings {
             input_scale: inputs.scale as f32,
             noise_std: inputs.noise_std as f32,

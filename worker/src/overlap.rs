@@ -1,22 +1,23 @@
 //! The async side of a data-parallel step: backward runs on a compute
 //! thread and hands over each gradient bucket as soon as it is complete;
-//! this side all-reduces the buckets over the ring one after the other, in
+//! this side all-reduces the buckets over the ring as they come, in
 //! layout order, while backward goes on with the earlier layers (as DDP and
 //! Horovod overlap communication with computation).
 //!
 //! Buckets are reduced in the fixed order of the [`GradientLayout`], one
 //! collective per bucket, so every worker issues the same collectives in
 //! the same order and each value's summation order is the ring's, fixed by
-//! the number of virtual ranks alone. A bucket that is ready early waits
-//! for the ones before it; a small model has a single bucket, so its step
-//! costs one all-reduce.
+//! the number of virtual ranks alone. Up to the job's
+//! `gradient_buckets_in_flight` move at once ([`Ring::all_reduce_buckets`]);
+//! a bucket that is ready early waits for the ones before it to start. A
+//! small model has a single bucket, so its step costs one all-reduce.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use crate::WorkerError;
-use crate::collective::{AllReduceStats, BucketStats, CollectiveError, Ring};
+use crate::collective::{AllReduceStats, CollectiveError, Ring};
 use crate::step::GradientLayout;
 
 /// The hand-over of one bucket of one hosted rank: `(bucket, slot, values)`.
@@ -80,20 +81,18 @@ pub async fn compute_and_all_reduce<S: Send + 'static>(
         (state, result, started.elapsed())
     });
     let buckets = layout.bucket_count();
-    let reduce = async {
+    let (ready_sender, mut ready) = mpsc::unbounded_channel::<Vec<Vec<f32>>>();
+    // Hands the buckets over to the ring in layout order, each once every
+    // hosted rank's part has come; returns whether all came.
+    let assemble = async move {
         let mut pending: Vec<Vec<Option<Vec<f32>>>> = vec![vec![None; hosted]; buckets];
         let mut arrived = vec![0usize; buckets];
-        let mut summed = Vec::with_capacity(buckets);
-        let mut stats = AllReduceStats {
-            workers: ring.layout().workers(),
-            buckets: Vec::with_capacity(buckets),
-        };
         for bucket in 0..buckets {
             while arrived[bucket] < hosted {
                 // `None`: the computation ended without this bucket (it
                 // failed; its error is what gets reported).
                 let Some((ready, slot, values)) = receiver.recv().await else {
-                    return Ok(None);
+                    return false;
                 };
                 assert!(
                     pending[ready][slot].replace(values).is_none(),
@@ -101,19 +100,29 @@ pub async fn compute_and_all_reduce<S: Send + 'static>(
                 );
                 arrived[ready] += 1;
             }
-            let mut buffers: Vec<Vec<f32>> = pending[bucket]
+            let buffers = pending[bucket]
                 .iter_mut()
                 .map(|values| values.take().expect("every slot arrived"))
                 .collect();
-            let began = Instant::now();
-            ring.all_reduce(&mut buffers).await?;
-            stats.buckets.push(BucketStats {
-                bytes: (buffers[0].len() * std::mem::size_of::<f32>()) as u64,
-                elapsed: began.elapsed(),
-            });
-            summed.push(buffers.swap_remove(0));
+            let _ = ready_sender.send(buffers);
         }
-        Ok::<_, CollectiveError>(Some((summed, stats, started.elapsed())))
+        true
+    };
+    let reduce = async {
+        let (all_came, reduced) =
+            tokio::join!(assemble, ring.all_reduce_buckets(buckets, &mut ready));
+        match reduced {
+            Ok(reduced) => {
+                let stats = AllReduceStats {
+                    workers: ring.layout().workers(),
+                    buckets: reduced.iter().map(|bucket| bucket.stats).collect(),
+                };
+                let summed = reduced.into_iter().map(|bucket| bucket.sum).collect();
+                Ok(Some((summed, stats, started.elapsed())))
+            }
+            Err(CollectiveError::Abandoned { .. }) if !all_came => Ok(None),
+            Err(error) => Err(error),
+        }
     };
     let reduced = tokio::select! {
         reduced = reduce => Some(reduced),

@@ -48,6 +48,8 @@ pub struct TrainingJob {
     /// Largest number of values per all-reduce bucket (part of the
     /// summation order, see [`GradientLayout`]).
     pub bucket_elements: usize,
+    /// Most buckets whose all-reduces move at once (never changes results).
+    pub buckets_in_flight: usize,
     /// How random inputs are drawn.
     pub draws: DrawSettings,
 }

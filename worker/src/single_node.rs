@@ -23,7 +23,8 @@ use crate::replica::{DataWait, Replica, TrainingJob, objective_compute};
 pub struct RunOptions {
     /// Number of workers (each a task with its own replica).
     pub workers: usize,
-    /// Collective settings; `bucket_elements` is taken from the job.
+    /// Collective settings; `bucket_elements` and `buckets_in_flight` are
+    /// taken from the job.
     pub collective: CollectiveConfig,
     /// A checkpoint to start from (parameters, and optimizer state and data
     /// position when it has them).
@@ -86,6 +87,7 @@ pub async fn run_job(
     }
     let config = CollectiveConfig {
         bucket_elements: job.bucket_elements,
+        buckets_in_flight: job.buckets_in_flight,
         ..options.collective
     };
     let rings = form_rings(job.virtual_ranks, workers, config).await?;

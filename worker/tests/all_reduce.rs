@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::{form_ring, gradient};
-use worker::collective::{AllReduceAlgorithm, CollectiveConfig, RingLayout, reference_all_reduce};
+use worker::collective::{
+    AllReduceAlgorithm, CollectiveConfig, CollectiveError, RingLayout, reference_all_reduce,
+};
 
 /// The algorithms that move values; `Auto` picks one of them.
 const ALGORITHMS: [AllReduceAlgorithm; 2] = [AllReduceAlgorithm::Ring, AllReduceAlgorithm::Gather];
@@ -94,6 +96,7 @@ fn eight_virtual_ranks_give_the_same_bits_on_one_to_eight_workers() {
             piece_elements: 97,
             timeout: Duration::from_secs(10),
             algorithm,
+            ..CollectiveConfig::default()
         };
         for workers in 1..=8 {
             let layout = RingLayout::even(8, workers);
@@ -111,6 +114,7 @@ fn uneven_layouts_small_buffers_and_large_pieces() {
             piece_elements: 1 << 16,
             timeout: Duration::from_secs(10),
             algorithm,
+            ..CollectiveConfig::default()
         };
         for len in [1, 2, 3, 7, 8, 9, 63, 64, 65] {
             check(&[3, 1, 4], len, config.clone());
@@ -180,6 +184,129 @@ fn broadcast_and_barrier() {
         }
         for task in tasks {
             task.await.unwrap();
+        }
+    });
+}
+
+/// Several buffers of one stream, each ready at a different time on each
+/// worker, with 1, 2, 3 or 8 in flight: every sum equals the reference, and
+/// a ring that handed over fewer buffers than announced fails cleanly.
+#[test]
+fn buckets_in_flight_give_the_same_bits() {
+    // Lengths that take the gather (small) and the ring (large) path.
+    let lengths = [1usize, 5_000, 3, 70_000, 1_000, 200_003, 64];
+    let counts = [1usize, 2, 1];
+    let virtual_ranks: usize = counts.iter().sum();
+    let bucket_elements = 1 << 20;
+    let expected: Vec<Vec<u32>> = lengths
+        .iter()
+        .enumerate()
+        .map(|(bucket, &len)| {
+            let gradients: Vec<Vec<f32>> = (0..virtual_ranks)
+                .map(|rank| common::gradient(rank * 31 + bucket, len))
+                .collect();
+            let views: Vec<&[f32]> = gradients.iter().map(Vec::as_slice).collect();
+            bits(&reference_all_reduce(&views, bucket_elements))
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for buckets_in_flight in [1, 2, 3, 8] {
+        let config = CollectiveConfig {
+            bucket_elements,
+            piece_elements: 4_099,
+            timeout: Duration::from_secs(10),
+            buckets_in_flight,
+            ..CollectiveConfig::default()
+        };
+        let results = runtime.block_on(async {
+            let rings = form_ring(&counts, config).await;
+            let mut tasks = Vec::new();
+            for mut ring in rings {
+                tasks.push(tokio::spawn(async move {
+                    let me = ring.member_index();
+                    let (sender, mut ready) = tokio::sync::mpsc::unbounded_channel();
+                    let hosted = ring.hosted();
+                    // Each worker is ready with each bucket at its own time,
+                    // so neighbours start collectives before this one does.
+                    let hand_over = async move {
+                        for (bucket, &len) in lengths.iter().enumerate() {
+                            let pause = ((me * 7 + bucket * 3) % 5) as u64;
+                            tokio::time::sleep(Duration::from_millis(pause)).await;
+                            let buffers: Vec<Vec<f32>> = hosted
+                                .clone()
+                                .map(|rank| common::gradient(rank * 31 + bucket, len))
+                                .collect();
+                            sender.send(buffers).unwrap();
+                        }
+                    };
+                    let (_, reduced) = tokio::join!(
+                        hand_over,
+                        ring.all_reduce_buckets(lengths.len(), &mut ready)
+                    );
+                    let reduced = reduced.unwrap();
+                    assert_eq!(ring.last_all_reduce().buckets.len(), lengths.len());
+                    ring.shutdown().await;
+                    reduced
+                }));
+            }
+            let mut results = Vec::new();
+            for task in tasks {
+                results.push(task.await.unwrap());
+            }
+            results
+        });
+        for (worker, reduced) in results.iter().enumerate() {
+            assert_eq!(reduced.len(), lengths.len());
+            for (bucket, sum) in reduced.iter().enumerate() {
+                assert_eq!(
+                    bits(&sum.sum),
+                    expected[bucket],
+                    "worker {worker}, bucket {bucket}, {buckets_in_flight} in flight"
+                );
+                assert_eq!(sum.stats.bytes, 4 * lengths[bucket] as u64);
+            }
+        }
+    }
+
+    // A worker whose caller stops after one of two buffers.
+    let config = CollectiveConfig {
+        timeout: Duration::from_millis(500),
+        ..CollectiveConfig::default()
+    };
+    runtime.block_on(async {
+        let rings = form_ring(&[1, 1], config).await;
+        let mut tasks = Vec::new();
+        for mut ring in rings {
+            tasks.push(tokio::spawn(async move {
+                let me = ring.member_index();
+                let (sender, mut ready) = tokio::sync::mpsc::unbounded_channel();
+                sender.send(vec![common::gradient(me, 10)]).unwrap();
+                if me == 1 {
+                    sender.send(vec![common::gradient(me, 10)]).unwrap();
+                }
+                drop(sender);
+                (me, ring.all_reduce_buckets(2, &mut ready).await)
+            }));
+        }
+        for task in tasks {
+            let (me, result) = task.await.unwrap();
+            let error = result.expect_err("a stream handed over in part fails");
+            if me == 0 {
+                assert!(
+                    matches!(
+                        error,
+                        CollectiveError::Abandoned {
+                            handed_over: 1,
+                            expected: 2
+                        }
+                    ),
+                    "{error}"
+                );
+            }
         }
     });
 }

@@ -36,6 +36,7 @@ fn job(kind: &str, config: serde_json::Value, virtual_ranks: usize, steps: u64) 
         steps,
         // Small buckets, so that the buffers span several.
         bucket_elements: 1000,
+        buckets_in_flight: 3,
         draws: DrawSettings {
             input_scale: 1.0 / 16.0,
             ..DrawSettings::default()

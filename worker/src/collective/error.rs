@@ -42,6 +42,15 @@ pub enum CollectiveError {
         /// What failed.
         reason: String,
     },
+    /// The caller stopped handing over buffers in the middle of a stream of
+    /// all-reduces (its computation failed, for example).
+    #[error("only {handed_over} of {expected} buffers were handed over to the all-reduce")]
+    Abandoned {
+        /// Buffers handed over.
+        handed_over: usize,
+        /// Buffers announced.
+        expected: usize,
+    },
     /// An earlier collective failed on this ring.
     #[error("the ring failed earlier ({reason}) and must be re-formed")]
     Poisoned {

@@ -8,12 +8,13 @@
 //! closes its ring connections so that the failure travels around the ring
 //! at once instead of each member waiting out its own timeout.
 pub mod error;
+mod reduction;
 pub mod ring;
 pub mod schedule;
 
 pub use error::CollectiveError;
 pub use ring::{
-    AllReduceAlgorithm, AllReduceStats, BucketStats, CollectiveConfig, Ring, RingMemberAddress,
-    RingSpec,
+    AllReduceAlgorithm, AllReduceStats, BucketStats, CollectiveConfig, ReducedBucket, Ring,
+    RingMemberAddress, RingSpec,
 };
 pub use schedule::{RingLayout, reference_all_reduce};

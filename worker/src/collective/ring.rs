@@ -3,25 +3,28 @@
 //! Each worker keeps one unidirectional stream to the next member of the ring
 //! and one from the previous member. An all-reduce is data-driven: every
 //! piece of the buffer travels as a [`PeerMessage::Chunk`] frame whose header
-//! names it, so a worker starts the sums it owns the start of, then handles
-//! pieces as they arrive (add its virtual ranks, pass the partial or final sum
-//! on). Sending and receiving run concurrently; every wait is bounded by
-//! [`CollectiveConfig::timeout`]. The additions follow
-//! [`super::schedule`]'s documented order exactly.
+//! names its collective and its place, and [`super::reduction`]'s state
+//! machine says what each frame causes (add this worker's virtual ranks,
+//! pass a partial or final sum on). Several all-reduces can be in flight at
+//! once ([`Ring::all_reduce_buckets`]). Sending and receiving run
+//! concurrently; every wait is bounded by [`CollectiveConfig::timeout`]. The
+//! additions follow [`super::schedule`]'s documented order exactly.
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use protocol::message::{ChunkHeader, CollectivePhase, PeerHello, PeerMessage, StateHeader};
-use protocol::tensor::{add_f32_le_bytes, f32_from_le_bytes, f32_to_le_bytes};
+use protocol::message::{ChunkHeader, PeerHello, PeerMessage, StateHeader};
 use protocol::transport::{
     self, FrameReader, Identity, TransportTuning, client_config, peer_server_config, write_frame,
 };
 use protocol::{Fingerprint, Frame, ProtocolError};
 
+use tokio::sync::mpsc;
+
 use super::CollectiveError;
-use super::schedule::{ChunkRole, Piece, RingLayout, chain_start, chunk_role, pieces};
+use super::reduction::{Outgoing, Reduced, Reduction, add_slot};
+use super::schedule::{RingLayout, chain_start, pieces};
 
 /// Knobs of the collectives.
 #[derive(Debug, Clone)]
@@ -36,6 +39,10 @@ pub struct CollectiveConfig {
     pub timeout: Duration,
     /// How an all-reduce moves its values (never what it computes).
     pub algorithm: AllReduceAlgorithm,
+    /// Most buffers of [`Ring::all_reduce_buckets`] moving at once (the
+    /// job's `gradient_buckets_in_flight`; at least 1). Never changes the
+    /// sums.
+    pub buckets_in_flight: usize,
 }
 
 impl Default for CollectiveConfig {
@@ -45,6 +52,7 @@ impl Default for CollectiveConfig {
             piece_elements: 256 << 10,
             timeout: Duration::from_secs(10),
             algorithm: AllReduceAlgorithm::Auto,
+            buckets_in_flight: protocol::spec::DEFAULT_GRADIENT_BUCKETS_IN_FLIGHT,
         }
     }
 }
@@ -137,6 +145,15 @@ impl BucketStats {
         let factor = 2.0 * (workers - 1) as f64 / workers as f64;
         self.bytes as f64 * factor / self.elapsed.as_secs_f64().max(1e-9)
     }
+}
+
+/// One buffer's sum from [`Ring::all_reduce_buckets`].
+#[derive(Debug, Clone)]
+pub struct ReducedBucket {
+    /// The sum over every virtual rank (identical on every worker).
+    pub sum: Vec<f32>,
+    /// Its bytes and the time from its start to its completion here.
+    pub stats: BucketStats,
 }
 
 /// Bytes of each bucket of a `len`-value buffer.
@@ -347,63 +364,117 @@ impl Ring {
     /// in the order of [`super::schedule`]. `gradients[i]` is the buffer of
     /// hosted virtual rank `hosted().start + i`. On success the sum is in
     /// `gradients[0]` (bit-identical on every worker, whatever the number of
-    /// workers); the other buffers are used as scratch and hold unspecified
-    /// values. On error the ring is unusable and must be re-formed.
+    /// workers and the [`AllReduceAlgorithm`]); the other buffers are used as
+    /// scratch and hold unspecified values. On error the ring is unusable and
+    /// must be re-formed, and the buffers are left empty.
     ///
     /// # Panics
     /// If the number of buffers is not the number of hosted virtual ranks, or
     /// the buffers differ in length (programming errors).
     pub async fn all_reduce(&mut self, gradients: &mut [Vec<f32>]) -> Result<(), CollectiveError> {
+        let (sender, mut ready) = mpsc::unbounded_channel();
+        let _ = sender.send(gradients.iter_mut().map(std::mem::take).collect());
+        drop(sender);
+        let (reduced, _) = self
+            .reduce_stream(1, &mut ready, 1)
+            .await?
+            .pop()
+            .expect("one reduction per buffer");
+        let bytes = bucket_bytes(reduced.gradients[0].len(), self.config.bucket_elements);
+        self.last_all_reduce = AllReduceStats {
+            workers: self.layout.workers(),
+            buckets: bytes
+                .iter()
+                .zip(&reduced.done)
+                .map(|(&bytes, &elapsed)| BucketStats { bytes, elapsed })
+                .collect(),
+        };
+        for (slot, values) in gradients.iter_mut().zip(reduced.gradients) {
+            *slot = values;
+        }
+        Ok(())
+    }
+
+    /// All-reduces `count` buffers that come from `ready` one after the
+    /// other (as [`Self::all_reduce`] would, each its own collective, the
+    /// item being one buffer per hosted virtual rank), with up to
+    /// [`CollectiveConfig::buckets_in_flight`] of them moving at once: a
+    /// buffer starts as soon as it is ready and fewer than that are
+    /// unfinished. Every worker must hand over the same buffer lengths in the
+    /// same order, with the same configuration. Returns the sums in order, each with its bytes and the
+    /// time from its start to its completion here.
+    ///
+    /// # Errors
+    /// As [`Self::all_reduce`], and [`CollectiveError::Abandoned`] when
+    /// `ready` closes before `count` buffers came (the ring is then unusable
+    /// too: its neighbours wait for the rest).
+    ///
+    /// # Panics
+    /// If a buffer set does not hold one buffer per hosted virtual rank of
+    /// one length.
+    pub async fn all_reduce_buckets(
+        &mut self,
+        count: usize,
+        ready: &mut mpsc::UnboundedReceiver<Vec<Vec<f32>>>,
+    ) -> Result<Vec<ReducedBucket>, CollectiveError> {
+        let in_flight = self.config.buckets_in_flight;
+        let reduced = self.reduce_stream(count, ready, in_flight).await?;
+        let buckets: Vec<ReducedBucket> = reduced
+            .into_iter()
+            .map(|(mut reduced, elapsed)| {
+                let sum = reduced.gradients.swap_remove(0);
+                let bytes = (sum.len() * std::mem::size_of::<f32>()) as u64;
+                ReducedBucket {
+                    sum,
+                    stats: BucketStats { bytes, elapsed },
+                }
+            })
+            .collect();
+        self.last_all_reduce = AllReduceStats {
+            workers: self.layout.workers(),
+            buckets: buckets.iter().map(|bucket| bucket.stats).collect(),
+        };
+        Ok(buckets)
+    }
+
+    /// The shared part of [`Self::all_reduce`] and
+    /// [`Self::all_reduce_buckets`]: one collective sequence number per
+    /// buffer, the local or distributed driver, and the failure handling.
+    async fn reduce_stream(
+        &mut self,
+        count: usize,
+        ready: &mut mpsc::UnboundedReceiver<Vec<Vec<f32>>>,
+        in_flight: usize,
+    ) -> Result<Vec<(Reduced, Duration)>, CollectiveError> {
         self.check_usable()?;
-        let hosted = self.hosted();
-        assert_eq!(
-            gradients.len(),
-            hosted.len(),
-            "all_reduce needs one buffer per hosted virtual rank"
-        );
-        let len = gradients[0].len();
-        assert!(
-            gradients.iter().all(|gradient| gradient.len() == len),
-            "all_reduce buffers differ in length"
-        );
-        self.sequence += 1;
-        let started = Instant::now();
-        let bytes = bucket_bytes(len, self.config.bucket_elements);
+        let first_sequence = self.sequence + 1;
+        self.sequence += count as u64;
+        let hosted = self.hosted().len();
         let Some(links) = self.links.as_mut() else {
-            let done = local_all_reduce(gradients, &self.config, started);
-            self.last_all_reduce = stats(1, &bytes, &done, started);
-            return Ok(());
-        };
-        let result = match self.config.algorithm.resolve(&self.layout, len) {
-            AllReduceAlgorithm::Gather => {
-                gather_all_reduce(
-                    links,
-                    &self.layout,
-                    self.me,
-                    &self.config,
-                    self.sequence,
-                    gradients,
-                    started,
-                )
-                .await
+            let mut reduced = Vec::with_capacity(count);
+            for handed_over in 0..count {
+                let mut gradients = ready.recv().await.ok_or(CollectiveError::Abandoned {
+                    handed_over,
+                    expected: count,
+                })?;
+                check_buffers(&gradients, hosted);
+                let started = Instant::now();
+                let done = local_all_reduce(&mut gradients, &self.config, started);
+                reduced.push((Reduced { gradients, done }, started.elapsed()));
             }
-            _ => {
-                distributed_all_reduce(
-                    links,
-                    &self.layout,
-                    self.me,
-                    &self.config,
-                    self.sequence,
-                    gradients,
-                    started,
-                )
-                .await
-            }
+            return Ok(reduced);
         };
-        let workers = self.layout.workers();
-        let result = result.map(|done| {
-            self.last_all_reduce = stats(workers, &bytes, &done, started);
-        });
+        let result = drive(
+            links,
+            &self.layout,
+            self.me,
+            &self.config,
+            first_sequence,
+            count,
+            ready,
+            in_flight.max(1),
+        )
+        .await;
         self.settle(result)
     }
 
@@ -485,7 +556,7 @@ impl Ring {
 
     /// After a failure: remember it and close both connections at once, so
     /// that the neighbours fail now rather than at their own timeouts.
-    fn settle(&mut self, result: Result<(), CollectiveError>) -> Result<(), CollectiveError> {
+    fn settle<T>(&mut self, result: Result<T, CollectiveError>) -> Result<T, CollectiveError> {
         if let Err(error) = &result {
             tracing::warn!(%error, member = self.me, "collective failed; closing the ring");
             let reason = error.to_string();
@@ -534,43 +605,6 @@ async fn accept_previous(
     }
 }
 
-/// `gradients[target][range] += gradients[source][range]`, element by element.
-fn add_slot(gradients: &mut [Vec<f32>], target: usize, source: usize, range: Range<usize>) {
-    assert_ne!(target, source, "a virtual rank is never added to itself");
-    let (target, source) = if target < source {
-        let (low, high) = gradients.split_at_mut(source);
-        (&mut low[target], &high[0])
-    } else {
-        let (low, high) = gradients.split_at_mut(target);
-        (&mut high[0], &low[source])
-    };
-    for (sum, value) in target[range.clone()].iter_mut().zip(&source[range]) {
-        *sum += *value;
-    }
-}
-
-/// The statistics of an all-reduce whose buckets were complete at `done`
-/// (`None`: at the end).
-fn stats(
-    workers: usize,
-    bytes: &[u64],
-    done: &[Option<Duration>],
-    started: Instant,
-) -> AllReduceStats {
-    let end = started.elapsed();
-    AllReduceStats {
-        workers,
-        buckets: bytes
-            .iter()
-            .enumerate()
-            .map(|(bucket, &bytes)| BucketStats {
-                bytes,
-                elapsed: done.get(bucket).copied().flatten().unwrap_or(end),
-            })
-            .collect(),
-    }
-}
-
 /// One worker hosting every virtual rank: the whole chain of each chunk is
 /// local, summed in the slot of its starting rank, then copied to slot 0.
 /// Returns when each bucket was complete (after `started`).
@@ -578,10 +612,10 @@ fn local_all_reduce(
     gradients: &mut [Vec<f32>],
     config: &CollectiveConfig,
     started: Instant,
-) -> Vec<Option<Duration>> {
+) -> Vec<Duration> {
     let virtual_ranks = gradients.len();
     let len = gradients[0].len();
-    let mut done = vec![None; len.div_ceil(config.bucket_elements)];
+    let mut done = vec![Duration::ZERO; len.div_ceil(config.bucket_elements)];
     for piece in pieces(
         len,
         config.bucket_elements,
@@ -602,7 +636,7 @@ fn local_all_reduce(
             low[0][piece.range.clone()].copy_from_slice(&high[0][piece.range.clone()]);
         }
         // Pieces come in buffer order: a bucket's last piece completes it.
-        done[piece.range.start / config.bucket_elements] = Some(started.elapsed());
+        done[piece.range.start / config.bucket_elements] = started.elapsed();
     }
     done
 }
@@ -640,390 +674,169 @@ async fn receive_frame(
         .ok_or(CollectiveError::PeerClosed { member })
 }
 
-/// When each bucket of an all-reduce was complete on this worker: a bucket is
-/// complete once every one of its pieces is.
-struct BucketProgress {
-    bucket_elements: usize,
-    incomplete: Vec<usize>,
-    done: Vec<Option<Duration>>,
-    started: Instant,
+/// Checks that a buffer set holds one buffer per hosted virtual rank, all of
+/// one length.
+#[track_caller]
+fn check_buffers(gradients: &[Vec<f32>], hosted: usize) {
+    assert_eq!(
+        gradients.len(),
+        hosted,
+        "all_reduce needs one buffer per hosted virtual rank"
+    );
+    let len = gradients[0].len();
+    assert!(
+        gradients.iter().all(|gradient| gradient.len() == len),
+        "all_reduce buffers differ in length"
+    );
 }
 
-impl BucketProgress {
-    /// `pending[i]`: whether piece `i` still awaits something here.
-    fn new(
-        pieces: &[Piece],
-        pending: impl Fn(usize) -> bool,
-        len: usize,
-        bucket_elements: usize,
-        started: Instant,
-    ) -> Self {
-        let mut incomplete = vec![0usize; len.div_ceil(bucket_elements)];
-        for (index, piece) in pieces.iter().enumerate() {
-            if pending(index) {
-                incomplete[piece.range.start / bucket_elements] += 1;
-            }
-        }
-        let done = incomplete
-            .iter()
-            .map(|&count| (count == 0).then(|| started.elapsed()))
-            .collect();
-        Self {
-            bucket_elements,
-            incomplete,
-            done,
-            started,
-        }
-    }
-
-    fn piece_complete(&mut self, piece: &Piece) {
-        let bucket = piece.range.start / self.bucket_elements;
-        self.incomplete[bucket] -= 1;
-        if self.incomplete[bucket] == 0 {
-            self.done[bucket] = Some(self.started.elapsed());
-        }
-    }
-}
-
-/// The piece a received chunk header names, or why it names none.
-fn received_piece(pieces: &[Piece], chunk: &ChunkHeader, len: usize) -> Result<usize, String> {
-    let index = pieces
-        .binary_search_by_key(&chunk.element_offset, |piece| piece.range.start as u64)
-        .map_err(|_| {
-            format!(
-                "no piece starts at element {} of a {len}-value buffer",
-                chunk.element_offset
-            )
-        })?;
-    let expected = pieces[index].range.len();
-    if chunk.element_count as usize != expected {
-        return Err(format!(
-            "piece at element {} has {} values, expected {expected}",
-            chunk.element_offset, chunk.element_count
-        ));
-    }
-    Ok(index)
-}
-
-/// Frames queued for the next member, in order.
-type Outgoing = tokio::sync::mpsc::UnboundedSender<(ChunkHeader, Bytes)>;
-
-/// Runs `receive` (which queues frames for the next member on the sender
-/// it is given, and drops it when done) concurrently with the writer of
-/// those frames; fails as soon as either does.
-async fn with_frame_writer<T, R>(
-    to_next: &mut quinn::SendStream,
-    next: usize,
-    timeout: Duration,
-    receive: impl FnOnce(Outgoing) -> R,
-) -> Result<T, CollectiveError>
-where
-    R: Future<Output = Result<T, CollectiveError>>,
-{
-    let (outgoing, mut incoming) = tokio::sync::mpsc::unbounded_channel::<(ChunkHeader, Bytes)>();
+/// Runs `count` reductions over the ring, collectives `first_sequence..`,
+/// starting each as its buffers come from `ready` while fewer than
+/// `in_flight` are unfinished. Frames go out through one writer in the
+/// order the reductions produce them; frames that come in are dispatched by
+/// their collective number, and those of a collective this worker has not
+/// started yet (its neighbour was ready first) wait until it starts. Every
+/// wait for a frame is bounded by the timeout, and armed only while a
+/// reduction is in flight (never while this worker computes).
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    links: &mut Links,
+    layout: &RingLayout,
+    me: usize,
+    config: &CollectiveConfig,
+    first_sequence: u64,
+    count: usize,
+    ready: &mut mpsc::UnboundedReceiver<Vec<Vec<f32>>>,
+    in_flight: usize,
+) -> Result<Vec<(Reduced, Duration)>, CollectiveError> {
+    let workers = layout.workers();
+    let next = (me + 1) % workers;
+    let previous = (me + workers - 1) % workers;
+    let hosted = layout.hosted(me).len();
+    let timeout = config.timeout;
+    let Links {
+        to_next,
+        from_previous,
+        ..
+    } = links;
+    let (outgoing, mut queued) = mpsc::unbounded_channel::<Outgoing>();
     let writer = async {
-        while let Some((header, payload)) = incoming.recv().await {
+        while let Some((header, payload)) = queued.recv().await {
             send_frame(to_next, &PeerMessage::Chunk(header), payload, next, timeout).await?;
         }
         Ok::<(), CollectiveError>(())
     };
-    let ((), received) = tokio::try_join!(writer, receive(outgoing))?;
-    Ok(received)
-}
-
-/// Receives the next frame and checks that it is a chunk of collective
-/// `sequence`.
-async fn receive_chunk(
-    from_previous: &mut FrameReader<PeerMessage>,
-    previous: usize,
-    sequence: u64,
-    timeout: Duration,
-) -> Result<(ChunkHeader, Bytes), CollectiveError> {
-    let frame = receive_frame(from_previous, previous, timeout).await?;
-    let PeerMessage::Chunk(chunk) = frame.message else {
-        return Err(CollectiveError::UnexpectedFrame {
-            member: previous,
-            reason: format!(
-                "expected a chunk of collective {sequence}, got {:?}",
-                frame.message
-            ),
-        });
-    };
-    if chunk.collective != sequence {
-        return Err(CollectiveError::UnexpectedFrame {
-            member: previous,
-            reason: format!(
-                "chunk of collective {} during collective {sequence}",
-                chunk.collective
-            ),
-        });
-    }
-    Ok((chunk, frame.payload))
-}
-
-fn chunk_header(sequence: u64, phase: CollectivePhase, range: &Range<usize>) -> ChunkHeader {
-    ChunkHeader {
-        collective: sequence,
-        phase,
-        element_offset: range.start as u64,
-        element_count: range.len() as u32,
-    }
-}
-
-/// The ring algorithm: reduce-scatter then all-gather, data-driven.
-async fn distributed_all_reduce(
-    links: &mut Links,
-    layout: &RingLayout,
-    me: usize,
-    config: &CollectiveConfig,
-    sequence: u64,
-    gradients: &mut [Vec<f32>],
-    started: Instant,
-) -> Result<Vec<Option<Duration>>, CollectiveError> {
-    let workers = layout.workers();
-    let virtual_ranks = layout.virtual_ranks();
-    let next = (me + 1) % workers;
-    let previous = (me + workers - 1) % workers;
-    let first_hosted = layout.hosted(me).start;
-    let timeout = config.timeout;
-    let len = gradients[0].len();
-    let pieces = pieces(
-        len,
-        config.bucket_elements,
-        config.piece_elements,
-        virtual_ranks,
-    );
-    let roles: Vec<ChunkRole> = (0..virtual_ranks)
-        .map(|chunk| chunk_role(layout, me, chunk))
-        .collect();
-    let mut awaiting_partial: Vec<bool> = pieces
-        .iter()
-        .map(|piece| roles[piece.chunk].entering.is_some())
-        .collect();
-    let mut awaiting_final: Vec<bool> = pieces
-        .iter()
-        .map(|piece| !roles[piece.chunk].owns)
-        .collect();
-    let mut remaining = awaiting_partial.iter().filter(|&&a| a).count()
-        + awaiting_final.iter().filter(|&&a| a).count();
-    let mut progress = BucketProgress::new(
-        &pieces,
-        |index| awaiting_partial[index] || awaiting_final[index],
-        len,
-        config.bucket_elements,
-        started,
-    );
-    let Links {
-        to_next,
-        from_previous,
-        ..
-    } = links;
-    let receive = move |outgoing: Outgoing| async move {
-        let queue = |phase: CollectivePhase, range: &Range<usize>, payload: Bytes| {
-            // The writer lives as long as this future unless it failed, in
-            // which case try_join returns its error first.
-            let _ = outgoing.send((chunk_header(sequence, phase, range), payload));
-        };
-        for piece in &pieces {
-            if let Some(ranks) = &roles[piece.chunk].start {
-                let slot = ranks.start - first_hosted;
-                for rank in ranks.start + 1..ranks.end {
-                    add_slot(gradients, slot, rank - first_hosted, piece.range.clone());
-                }
-                let payload = f32_to_le_bytes(&gradients[slot][piece.range.clone()]);
-                queue(CollectivePhase::ReduceScatter, &piece.range, payload.into());
-            }
-        }
+    let reduce = async move {
         let unexpected = |reason: String| CollectiveError::UnexpectedFrame {
             member: previous,
             reason,
         };
-        let payload_error = |source: ProtocolError| CollectiveError::Transport {
-            member: previous,
-            source,
+        // The writer lives as long as this future unless it failed, in which
+        // case try_join returns its error first.
+        let send = |out: &mut Vec<Outgoing>| {
+            for frame in out.drain(..) {
+                let _ = outgoing.send(frame);
+            }
         };
-        while remaining > 0 {
-            let (chunk, payload) =
-                receive_chunk(from_previous, previous, sequence, timeout).await?;
-            let index = received_piece(&pieces, &chunk, len).map_err(unexpected)?;
-            let piece = &pieces[index];
-            let role = &roles[piece.chunk];
-            let range = piece.range.clone();
-            match chunk.phase {
-                CollectivePhase::ReduceScatter => {
-                    if !std::mem::take(&mut awaiting_partial[index]) {
-                        return Err(unexpected(format!(
-                            "unexpected partial sum at element {}",
-                            chunk.element_offset
-                        )));
+        let mut results: Vec<Option<(Reduced, Duration)>> = (0..count).map(|_| None).collect();
+        let mut active: Vec<(Reduction, Instant)> = Vec::with_capacity(in_flight);
+        let mut early: Vec<(ChunkHeader, Bytes)> = Vec::new();
+        let mut started = 0usize;
+        let mut completed = 0usize;
+        let mut out = Vec::new();
+        let mut finish = |reduction: Reduction, began: Instant, now: Instant| {
+            let index = (reduction.sequence() - first_sequence) as usize;
+            results[index] = Some((reduction.finish(), now.saturating_duration_since(began)));
+        };
+        while completed < count {
+            let can_start = started < count && active.len() < in_flight;
+            tokio::select! {
+                biased;
+                buffers = ready.recv(), if can_start => {
+                    let buffers = buffers.ok_or(CollectiveError::Abandoned {
+                        handed_over: started,
+                        expected: count,
+                    })?;
+                    check_buffers(&buffers, hosted);
+                    let sequence = first_sequence + started as u64;
+                    started += 1;
+                    let now = Instant::now();
+                    let algorithm = config.algorithm.resolve(layout, buffers[0].len());
+                    let mut reduction = Reduction::new(
+                        algorithm,
+                        layout,
+                        me,
+                        config.bucket_elements,
+                        config.piece_elements,
+                        sequence,
+                        buffers,
+                        now,
+                    );
+                    reduction.start(&mut out);
+                    let (mine, later): (Vec<_>, Vec<_>) = early
+                        .drain(..)
+                        .partition(|(header, _)| header.collective == sequence);
+                    early = later;
+                    for (header, payload) in mine {
+                        reduction.receive(header, payload, now, &mut out)?;
                     }
-                    let entering = role
-                        .entering
-                        .clone()
-                        .expect("a piece awaiting a partial sum has an entering segment");
-                    add_f32_le_bytes(&payload, &mut gradients[0][range.clone()])
-                        .map_err(payload_error)?;
-                    for rank in entering.start + 1..entering.end {
-                        add_slot(gradients, 0, rank - first_hosted, range.clone());
-                    }
-                    let phase = if role.owns {
-                        CollectivePhase::AllGather
+                    send(&mut out);
+                    if reduction.is_complete() {
+                        finish(reduction, now, now);
+                        completed += 1;
                     } else {
-                        CollectivePhase::ReduceScatter
+                        active.push((reduction, now));
+                    }
+                }
+                frame = receive_frame(from_previous, previous, timeout), if !active.is_empty() => {
+                    let frame = frame?;
+                    let PeerMessage::Chunk(header) = frame.message else {
+                        return Err(unexpected(format!(
+                            "expected a chunk of collectives {first_sequence}..{}, got {:?}",
+                            first_sequence + count as u64,
+                            frame.message
+                        )));
                     };
-                    let sum = f32_to_le_bytes(&gradients[0][range.clone()]);
-                    queue(phase, &range, sum.into());
-                }
-                CollectivePhase::AllGather => {
-                    if !std::mem::take(&mut awaiting_final[index]) {
-                        return Err(unexpected(format!(
-                            "unexpected final sum at element {}",
-                            chunk.element_offset
-                        )));
-                    }
-                    f32_from_le_bytes(&payload, &mut gradients[0][range.clone()])
-                        .map_err(payload_error)?;
-                    if role.forward_final {
-                        queue(CollectivePhase::AllGather, &range, payload);
-                    }
-                }
-                CollectivePhase::RawValues { .. } => {
-                    return Err(unexpected(format!(
-                        "raw values at element {} during a ring all-reduce",
-                        chunk.element_offset
-                    )));
-                }
-            }
-            remaining -= 1;
-            if !awaiting_partial[index] && !awaiting_final[index] {
-                progress.piece_complete(piece);
-            }
-        }
-        Ok::<_, CollectiveError>(progress.done)
-    };
-    with_frame_writer(to_next, next, timeout, receive).await
-}
-
-/// The gather algorithm: every worker sends its virtual ranks' own values
-/// to the next member, each member passes on what the next one does not
-/// host, and every worker adds all V virtual ranks itself in the documented
-/// order, piece by piece as the last of a piece's values arrives.
-async fn gather_all_reduce(
-    links: &mut Links,
-    layout: &RingLayout,
-    me: usize,
-    config: &CollectiveConfig,
-    sequence: u64,
-    gradients: &mut [Vec<f32>],
-    started: Instant,
-) -> Result<Vec<Option<Duration>>, CollectiveError> {
-    let workers = layout.workers();
-    let virtual_ranks = layout.virtual_ranks();
-    let next = (me + 1) % workers;
-    let previous = (me + workers - 1) % workers;
-    let hosted = layout.hosted(me);
-    let hosted_by_next = layout.hosted(next);
-    let timeout = config.timeout;
-    let len = gradients[0].len();
-    let pieces = pieces(
-        len,
-        config.bucket_elements,
-        config.piece_elements,
-        virtual_ranks,
-    );
-    // The values of the virtual ranks hosted elsewhere, filled as they come.
-    let mut others: Vec<Vec<f32>> = (0..virtual_ranks)
-        .map(|rank| {
-            if hosted.contains(&rank) {
-                Vec::new()
-            } else {
-                vec![0.0; len]
-            }
-        })
-        .collect();
-    let mut arrived = vec![vec![false; virtual_ranks]; pieces.len()];
-    let mut missing = vec![virtual_ranks - hosted.len(); pieces.len()];
-    let mut remaining = pieces.len() * (virtual_ranks - hosted.len());
-    let mut progress = BucketProgress::new(&pieces, |_| true, len, config.bucket_elements, started);
-    let longest_piece = pieces.iter().map(|piece| piece.range.len()).max();
-    let mut sum = vec![0.0f32; longest_piece.unwrap_or(0)];
-    let Links {
-        to_next,
-        from_previous,
-        ..
-    } = links;
-    let receive = move |outgoing: Outgoing| async move {
-        for piece in &pieces {
-            for rank in hosted.clone() {
-                let values = f32_to_le_bytes(&gradients[rank - hosted.start][piece.range.clone()]);
-                let phase = CollectivePhase::RawValues {
-                    virtual_rank: rank as u32,
-                };
-                // The writer lives as long as this future unless it failed, in
-                // which case try_join returns its error first.
-                let _ = outgoing.send((chunk_header(sequence, phase, &piece.range), values.into()));
-            }
-        }
-        let unexpected = |reason: String| CollectiveError::UnexpectedFrame {
-            member: previous,
-            reason,
-        };
-        while remaining > 0 {
-            let (chunk, payload) =
-                receive_chunk(from_previous, previous, sequence, timeout).await?;
-            let index = received_piece(&pieces, &chunk, len).map_err(unexpected)?;
-            let CollectivePhase::RawValues { virtual_rank } = chunk.phase else {
-                return Err(unexpected(format!(
-                    "{:?} at element {} during a gather all-reduce",
-                    chunk.phase, chunk.element_offset
-                )));
-            };
-            let rank = virtual_rank as usize;
-            if rank >= virtual_ranks || hosted.contains(&rank) || arrived[index][rank] {
-                return Err(unexpected(format!(
-                    "unexpected values of virtual rank {rank} at element {}",
-                    chunk.element_offset
-                )));
-            }
-            arrived[index][rank] = true;
-            let piece = &pieces[index];
-            f32_from_le_bytes(&payload, &mut others[rank][piece.range.clone()]).map_err(
-                |source| CollectiveError::Transport {
-                    member: previous,
-                    source,
-                },
-            )?;
-            if !hosted_by_next.contains(&rank) {
-                let _ = outgoing.send((chunk, payload));
-            }
-            remaining -= 1;
-            missing[index] -= 1;
-            if missing[index] == 0 {
-                let range = piece.range.clone();
-                let values_of = |rank: usize| -> &[f32] {
-                    if hosted.contains(&rank) {
-                        &gradients[rank - hosted.start][range.clone()]
+                    let sequence = header.collective;
+                    let now = Instant::now();
+                    if let Some(position) = active
+                        .iter()
+                        .position(|(reduction, _)| reduction.sequence() == sequence)
+                    {
+                        let reduction = &mut active[position].0;
+                        reduction.receive(header, frame.payload, now, &mut out)?;
+                        send(&mut out);
+                        if reduction.is_complete() {
+                            let (reduction, began) = active.swap_remove(position);
+                            finish(reduction, began, now);
+                            completed += 1;
+                        }
                     } else {
-                        &others[rank][range.clone()]
-                    }
-                };
-                let start = chain_start(virtual_ranks, piece.chunk);
-                let sum = &mut sum[..range.len()];
-                sum.copy_from_slice(values_of(start));
-                for step in 1..virtual_ranks {
-                    let values = values_of((start + step) % virtual_ranks);
-                    for (total, value) in sum.iter_mut().zip(values) {
-                        *total += *value;
+                        // A neighbour starts a collective at most `in_flight`
+                        // after this worker's first unstarted one: it
+                        // cannot finish any without this worker's values.
+                        let unstarted = first_sequence + started as u64;
+                        let window = unstarted..(unstarted + in_flight as u64)
+                            .min(first_sequence + count as u64);
+                        if !window.contains(&sequence) {
+                            return Err(unexpected(format!(
+                                "chunk of collective {sequence} while collectives up to {} have started here, at most {in_flight} at once",
+                                unstarted - 1
+                            )));
+                        }
+                        early.push((header, frame.payload));
                     }
                 }
-                gradients[0][range].copy_from_slice(sum);
-                progress.piece_complete(piece);
             }
         }
         drop(outgoing);
-        Ok::<_, CollectiveError>(progress.done)
+        Ok::<_, CollectiveError>(results)
     };
-    with_frame_writer(to_next, next, timeout, receive).await
+    let ((), results) = tokio::try_join!(writer, reduce)?;
+    Ok(results
+        .into_iter()
+        .map(|result| result.expect("every reduction completed"))
+        .collect())
 }
 
 /// Largest broadcast piece, bytes.
