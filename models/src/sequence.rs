@@ -144,15 +144,15 @@ impl SequenceModel {
     /// # Panics
     /// When a token is outside the vocabulary (checked by [`Model::loss`]).
     pub fn hidden(&self, tokens: &IndexTensor) -> Tensor {
-        let h = embedding(self.params.get("embed.weight"), tokens);
+        let embed = self.params.get("embed.weight");
         let p = &self.params;
         let c = &self.config;
         match self.backbone {
-            Backbone::Lstm => recurrent::lstm_forward(p, c, h),
-            Backbone::Gru => recurrent::gru_forward(p, c, h),
-            Backbone::Qrnn => qrnn::forward(p, c, h),
-            Backbone::S4d => s4d::forward(p, c, h),
-            Backbone::Mamba => mamba::forward(p, c, h),
+            Backbone::Lstm => recurrent::lstm_forward(p, c, embedding(embed, tokens)),
+            Backbone::Gru => recurrent::gru_forward(p, c, embedding(embed, tokens)),
+            Backbone::Qrnn => qrnn::forward(p, c, embed, tokens),
+            Backbone::S4d => s4d::forward(p, c, embedding(embed, tokens)),
+            Backbone::Mamba => mamba::forward(p, c, embedding(embed, tokens)),
         }
     }
 

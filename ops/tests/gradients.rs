@@ -362,6 +362,25 @@ fn indexing() {
 }
 
 #[test]
+fn causal_pair_embedding_is_a_window_then_a_linear_map() {
+    use ops::ops::conv::causal_window;
+    use ops::ops::index::{causal_pair_embedding, embedding};
+    // repeated tokens, across and within rows
+    let tokens = IndexTensor::from_vec([2, 4], vec![0, 4, 4, 2, 4, 0, 1, 0]);
+    check(&[sample(&[5, 3], 46), sample(&[5, 3], 47)], |t| {
+        causal_pair_embedding(&t[0], &t[1], &tokens)
+    });
+    // equals proj([E[tok_{t-1}], E[tok_t]]) with the tables E W_half^T
+    let (embed, weight, bias) = (sample(&[5, 2], 48), sample(&[3, 4], 49), sample(&[3], 50));
+    let windowed = causal_window(&embedding(&embed, &tokens), 2).linear(&weight, Some(&bias));
+    let previous = embed.linear(&weight.narrow(1, 0, 2), None);
+    let current = embed.linear(&weight.narrow(1, 2, 2), Some(&bias));
+    let tables = causal_pair_embedding(&previous, &current, &tokens);
+    assert_eq!(tables.dims(), windowed.dims());
+    check_values(&tables, windowed.data(), 1e-5);
+}
+
+#[test]
 fn softmax_and_log_softmax() {
     for (i, shape) in [&[5usize][..], &[3, 4], &[2, 3, 7], &[2, 65]]
         .iter()

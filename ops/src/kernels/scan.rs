@@ -456,10 +456,165 @@ fn add_block_transposed(m: &mut [f32], block: &[f32], states: usize, (c0, c1): (
     }
 }
 
+/// Lanes of one S4D unit: a channel block padded to [`CHANNEL_BLOCK`]
+/// channels (the padding lanes compute zeros and are never written out).
+type Lanes = [f32; CHANNEL_BLOCK];
+
+/// Row `i` of a buffer of [`Lanes`] rows.
+#[inline(always)]
+fn lanes(buf: &[f32], i: usize) -> &Lanes {
+    buf[i * CHANNEL_BLOCK..(i + 1) * CHANNEL_BLOCK]
+        .try_into()
+        .expect("a row of CHANNEL_BLOCK lanes")
+}
+
+/// The (states, [`CHANNEL_BLOCK`]) transpose of rows `c0..c1` of a
+/// (channels, states) matrix, zero-padded past `c1 - c0` lanes.
+fn block_transpose_padded(m: &[f32], states: usize, (c0, c1): (usize, usize)) -> Vec<f32> {
+    let mut out = vec![0.0; states * CHANNEL_BLOCK];
+    for (j, ch) in (c0..c1).enumerate() {
+        for n in 0..states {
+            out[n * CHANNEL_BLOCK + j] = m[ch * states + n];
+        }
+    }
+    out
+}
+
+/// Channels `c0..c1` of batch entry `bi` of a (batch, time, channels)
+/// tensor as (time, [`CHANNEL_BLOCK`]) rows, zero-padded.
+fn gather_block_padded(
+    x: &[f32],
+    bi: usize,
+    (c0, c1): (usize, usize),
+    (time, channels): (usize, usize),
+) -> Vec<f32> {
+    let mut out = vec![0.0; time * CHANNEL_BLOCK];
+    for (t, row) in out.chunks_exact_mut(CHANNEL_BLOCK).enumerate() {
+        let src = (bi * time + t) * channels;
+        row[..c1 - c0].copy_from_slice(&x[src + c0..src + c1]);
+    }
+    out
+}
+
+/// The first `width` lanes of each (time, [`CHANNEL_BLOCK`]) row: the
+/// (time, width) block that [`scatter_blocks`] writes back.
+fn compact_lanes(padded: &[f32], width: usize) -> Vec<f32> {
+    if width == CHANNEL_BLOCK {
+        return padded.to_vec();
+    }
+    padded
+        .chunks_exact(CHANNEL_BLOCK)
+        .flat_map(|row| row[..width].iter().copied())
+        .collect()
+}
+
+/// States `n0..n0 + G` of the S4D forward over a whole unit: per state,
+/// `s = dA s + dB x` along time (kept in registers), and `out_t += C s_t`
+/// state after state, as the state-by-state order of the per-step loop.
+#[inline(always)]
+fn s4d_forward_states<const G: usize>(
+    out: &mut [f32],
+    xs: &[f32],
+    [da, db, c]: [&[f32]; 3],
+    n0: usize,
+) {
+    let da: [&Lanes; G] = std::array::from_fn(|g| lanes(da, n0 + g));
+    let db: [&Lanes; G] = std::array::from_fn(|g| lanes(db, n0 + g));
+    let c: [&Lanes; G] = std::array::from_fn(|g| lanes(c, n0 + g));
+    let mut s = [[0.0f32; CHANNEL_BLOCK]; G];
+    for (o, x) in out
+        .chunks_exact_mut(CHANNEL_BLOCK)
+        .zip(xs.chunks_exact(CHANNEL_BLOCK))
+    {
+        let o: &mut Lanes = o.try_into().expect("a row of lanes");
+        let x: &Lanes = x.try_into().expect("a row of lanes");
+        for g in 0..G {
+            s4d_forward_step(&mut s[g], o, x, [da[g], db[g], c[g]]);
+        }
+    }
+}
+
+/// One state at one time step: `s = dA s + dB x; out += C s` (a function
+/// of its own so that its references are known not to alias, also when
+/// inlined: the lanes vectorize).
+#[inline(always)]
+fn s4d_forward_step(s: &mut Lanes, out: &mut Lanes, x: &Lanes, [da, db, c]: [&Lanes; 3]) {
+    for j in 0..CHANNEL_BLOCK {
+        s[j] = da[j] * s[j] + db[j] * x[j];
+        out[j] += c[j] * s[j];
+    }
+}
+
+/// `s = dA s + dB x` for one state's lanes; a copy of `s` into `store`.
+#[inline(always)]
+fn s4d_state_step(s: &mut Lanes, store: &mut [f32], x: &Lanes, da: &Lanes, db: &Lanes) {
+    for j in 0..CHANNEL_BLOCK {
+        s[j] = da[j] * s[j] + db[j] * x[j];
+    }
+    store[..CHANNEL_BLOCK].copy_from_slice(s);
+}
+
+/// Running gradients of one state's lanes in the S4D backward: the
+/// carried state gradient and the sums for `C`, `dB` and `dA`.
+#[derive(Clone, Copy)]
+struct S4dStateGrads {
+    ds: Lanes,
+    dc: Lanes,
+    ddb: Lanes,
+    dda: Lanes,
+}
+
+/// One state at one time step of the S4D backward, given the output
+/// gradient `gy`, the input `x`, the states `s_prev`, `s_t` and the
+/// coefficients `[C, dA, dB]`; adds into `du`.
+#[inline(always)]
+fn s4d_backward_step(
+    r: &mut S4dStateGrads,
+    du: &mut Lanes,
+    [gy, x, s_prev, s_t]: [&Lanes; 4],
+    [c, da, db]: [&Lanes; 3],
+) {
+    for j in 0..CHANNEL_BLOCK {
+        let gs = r.ds[j] + c[j] * gy[j];
+        r.dc[j] += gy[j] * s_t[j];
+        r.ddb[j] += gs * x[j];
+        r.dda[j] += gs * s_prev[j];
+        du[j] += gs * db[j];
+        r.ds[j] = gs * da[j];
+    }
+}
+
+/// The S4D forward of one unit: `xs` (time, lanes) in, (time, lanes) out.
+#[inline(always)]
+fn s4d_forward_unit(xs: &[f32], coef: [&[f32]; 3], d: &Lanes, states: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; xs.len()];
+    let mut n = 0;
+    while n + 4 <= states {
+        s4d_forward_states::<4>(&mut out, xs, coef, n);
+        n += 4;
+    }
+    while n < states {
+        s4d_forward_states::<1>(&mut out, xs, coef, n);
+        n += 1;
+    }
+    for (o, x) in out
+        .chunks_exact_mut(CHANNEL_BLOCK)
+        .zip(xs.chunks_exact(CHANNEL_BLOCK))
+    {
+        for ((o, &x), &dd) in o.iter_mut().zip(x).zip(d) {
+            *o += dd * x;
+        }
+    }
+    out
+}
+
 /// S4D forward: per channel `h` and state `n`,
 /// `s_t = dA[h,n] s_{t-1} + dB[h,n] u_t[h]` (`s_{-1} = 0`) and
 /// `y_t[h] = sum_n C[h,n] s_t[h,n] + D[h] u_t[h]`, without materializing the
 /// states. `u`, `y`: (batch, time, channels); `da`, `db`, `c`: (channels, states).
+///
+/// Each unit (batch entry, channel block) runs state by state along time,
+/// the state in registers; `y_t` adds `C s_t` in state order, then `D u_t`.
 ///
 /// # Panics
 /// When a slice's length does not match the dimensions.
@@ -481,44 +636,134 @@ pub fn s4d_forward(
         assert_eq!(x.len(), channels * states, "s4d: {what} length");
     }
     assert_eq!(d.len(), channels, "s4d: D length");
+    if y.is_empty() {
+        return;
+    }
     let blocks = channel_blocks(channels);
-    let transposed: Vec<[Vec<f32>; 3]> = blocks
+    let transposed: Vec<[Vec<f32>; 4]> = blocks
         .iter()
-        .map(|&b| [da, db, c].map(|m| block_transpose(m, states, b)))
+        .map(|&b| {
+            [
+                block_transpose_padded(da, states, b),
+                block_transpose_padded(db, states, b),
+                block_transpose_padded(c, states, b),
+                block_transpose_padded(d, 1, b),
+            ]
+        })
         .collect();
     let units = batch * blocks.len();
     let results = map_units(par, units, |unit| {
-        wide!(|| {
-            let (bi, block) = (unit / blocks.len(), unit % blocks.len());
-            let (h0, h1) = blocks[block];
-            let width = h1 - h0;
-            let [da, db, c] = &transposed[block];
-            let mut s = vec![0.0f32; states * width];
-            let mut acc = vec![0.0f32; width];
-            let mut out = vec![0.0f32; time * width];
-            for (t, out_t) in out.chunks_exact_mut(width.max(1)).enumerate().take(time) {
-                let row = (bi * time + t) * channels;
-                let u_t = &u[row + h0..row + h1];
-                acc.fill(0.0);
-                for n in 0..states {
-                    let range = n * width..(n + 1) * width;
-                    s4d_forward_lanes(
-                        &mut s[range.clone()],
-                        &mut acc,
-                        &da[range.clone()],
-                        &db[range.clone()],
-                        &c[range],
-                        u_t,
-                    );
-                }
-                for (((o, &a), &x), &dd) in out_t.iter_mut().zip(&acc).zip(u_t).zip(&d[h0..h1]) {
-                    *o = a + dd * x;
-                }
-            }
-            out
-        })
+        let (bi, block) = (unit / blocks.len(), unit % blocks.len());
+        let [da, db, c, d] = &transposed[block];
+        let xs = gather_block_padded(u, bi, blocks[block], (time, channels));
+        let out = wide!(s4d_forward_unit(&xs, [da, db, c], lanes(d, 0), states));
+        compact_lanes(&out, blocks[block].1 - blocks[block].0)
     });
     scatter_blocks(y, &results, &blocks, (batch, time, channels));
+}
+
+/// Gradients of one S4D unit, (time, lanes) and (states, lanes) rows.
+struct S4dUnitGrads {
+    du: Vec<f32>,
+    dda: Vec<f32>,
+    ddb: Vec<f32>,
+    dc: Vec<f32>,
+    dd: Lanes,
+}
+
+/// States `n0..n0 + G` of the S4D backward over a whole unit: recomputes
+/// their states along time into `states_buf`, then runs the reverse scan
+/// `gs = ds + C g; ds = dA gs` with the parameter gradients in registers,
+/// adding `dB gs` into `du` state after state.
+#[inline(always)]
+fn s4d_backward_states<const G: usize>(
+    grads: &mut S4dUnitGrads,
+    xs: &[f32],
+    gys: &[f32],
+    [da, db, c]: [&[f32]; 3],
+    n0: usize,
+    states_buf: &mut Vec<f32>,
+) {
+    const W: usize = CHANNEL_BLOCK;
+    let time = xs.len() / W;
+    let da: [&Lanes; G] = std::array::from_fn(|g| lanes(da, n0 + g));
+    let db: [&Lanes; G] = std::array::from_fn(|g| lanes(db, n0 + g));
+    let c: [&Lanes; G] = std::array::from_fn(|g| lanes(c, n0 + g));
+    // s_{t-1} of state g at (t * G + g) * W (s_{-1} = 0)
+    states_buf.clear();
+    states_buf.resize((time + 1) * G * W, 0.0);
+    let mut s = [[0.0f32; W]; G];
+    for (t, x) in xs.chunks_exact(W).enumerate() {
+        let x: &Lanes = x.try_into().expect("a row of lanes");
+        let row = &mut states_buf[(t + 1) * G * W..(t + 2) * G * W];
+        for g in 0..G {
+            s4d_state_step(&mut s[g], &mut row[g * W..], x, da[g], db[g]);
+        }
+    }
+    let zero = [0.0f32; W];
+    let mut r = [S4dStateGrads {
+        ds: zero,
+        dc: zero,
+        ddb: zero,
+        dda: zero,
+    }; G];
+    for t in (0..time).rev() {
+        let (x, gy) = (lanes(xs, t), lanes(gys, t));
+        let du: &mut Lanes = (&mut grads.du[t * W..(t + 1) * W])
+            .try_into()
+            .expect("a row of lanes");
+        for g in 0..G {
+            let s_prev = lanes(states_buf, t * G + g);
+            let s_t = lanes(states_buf, (t + 1) * G + g);
+            s4d_backward_step(&mut r[g], du, [gy, x, s_prev, s_t], [c[g], da[g], db[g]]);
+        }
+    }
+    for g in 0..G {
+        let at = (n0 + g) * W..(n0 + g + 1) * W;
+        grads.dc[at.clone()].copy_from_slice(&r[g].dc);
+        grads.ddb[at.clone()].copy_from_slice(&r[g].ddb);
+        grads.dda[at].copy_from_slice(&r[g].dda);
+    }
+}
+
+/// The S4D backward of one unit given its inputs `xs` and output gradient
+/// `gys` (time, lanes).
+#[inline(always)]
+fn s4d_backward_unit(
+    xs: &[f32],
+    gys: &[f32],
+    coef: [&[f32]; 3],
+    d: &Lanes,
+    states: usize,
+) -> S4dUnitGrads {
+    const W: usize = CHANNEL_BLOCK;
+    let time = xs.len() / W;
+    let mut grads = S4dUnitGrads {
+        du: vec![0.0; time * W],
+        dda: vec![0.0; states * W],
+        ddb: vec![0.0; states * W],
+        dc: vec![0.0; states * W],
+        dd: [0.0; W],
+    };
+    for t in (0..time).rev() {
+        let (x, gy) = (lanes(xs, t), lanes(gys, t));
+        let du = &mut grads.du[t * W..(t + 1) * W];
+        for j in 0..W {
+            du[j] = d[j] * gy[j];
+            grads.dd[j] += gy[j] * x[j];
+        }
+    }
+    let mut states_buf = Vec::new();
+    let mut n = 0;
+    while n + 2 <= states {
+        s4d_backward_states::<2>(&mut grads, xs, gys, coef, n, &mut states_buf);
+        n += 2;
+    }
+    while n < states {
+        s4d_backward_states::<1>(&mut grads, xs, gys, coef, n, &mut states_buf);
+        n += 1;
+    }
+    grads
 }
 
 /// Writes per-unit (time, width) outputs back into (batch, time, channels).
@@ -535,65 +780,6 @@ fn scatter_blocks(
             let row = (bi * time + t) * channels;
             dst[row + c0..row + c1].copy_from_slice(&out[t * width..(t + 1) * width]);
         }
-    }
-}
-
-/// `s = dA s + dB x; acc += C s`, lane by lane (a separate function so
-/// that its slices are known not to alias, also when inlined: the loop
-/// vectorizes). Called inside `wide!`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn s4d_forward_lanes(s: &mut [f32], acc: &mut [f32], da: &[f32], db: &[f32], c: &[f32], x: &[f32]) {
-    let w = s.len();
-    let (acc, da, db, c, x) = (&mut acc[..w], &da[..w], &db[..w], &c[..w], &x[..w]);
-    for j in 0..w {
-        s[j] = da[j] * s[j] + db[j] * x[j];
-        acc[j] += c[j] * s[j];
-    }
-}
-
-/// Read-only inputs of one state's lanes in the S4D backward.
-struct S4dLanes<'a> {
-    g: &'a [f32],
-    x: &'a [f32],
-    s_prev: &'a [f32],
-    s_t: &'a [f32],
-    c: &'a [f32],
-    da: &'a [f32],
-    db: &'a [f32],
-}
-
-/// One state's lanes of the S4D backward at one time step.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn s4d_backward_lanes(
-    lanes: S4dLanes<'_>,
-    du: &mut [f32],
-    ds: &mut [f32],
-    dc: &mut [f32],
-    ddb: &mut [f32],
-    dda: &mut [f32],
-) {
-    let w = du.len();
-    let S4dLanes {
-        g,
-        x,
-        s_prev,
-        s_t,
-        c,
-        da,
-        db,
-    } = lanes;
-    let (g, x, s_prev, s_t) = (&g[..w], &x[..w], &s_prev[..w], &s_t[..w]);
-    let (c, da, db) = (&c[..w], &da[..w], &db[..w]);
-    let (ds, dc, ddb, dda) = (&mut ds[..w], &mut dc[..w], &mut ddb[..w], &mut dda[..w]);
-    for j in 0..w {
-        let gs = ds[j] + c[j] * g[j];
-        dc[j] += g[j] * s_t[j];
-        ddb[j] += gs * x[j];
-        dda[j] += gs * s_prev[j];
-        du[j] += gs * db[j];
-        ds[j] = gs * da[j];
     }
 }
 
@@ -658,8 +844,9 @@ pub struct S4dGrads {
 }
 
 /// Backward of [`s4d_forward`] given the output gradient `grad_y`; the
-/// states are recomputed one unit (batch entry, channel block) at a time.
-/// Parameter gradients are summed over the batch in batch order.
+/// states are recomputed one unit (batch entry, channel block) at a time,
+/// a pair of states at a time along the whole sequence. Parameter
+/// gradients are summed over the batch in batch order.
 ///
 /// # Panics
 /// When a slice's length does not match the dimensions.
@@ -681,92 +868,35 @@ pub fn s4d_backward(
         "s4d: gradient length"
     );
     assert_eq!(u.len(), grad_y.len(), "s4d: input length");
+    for (x, what) in [(da, "dA"), (db, "dB"), (c, "C")] {
+        assert_eq!(x.len(), channels * states, "s4d: {what} length");
+    }
+    assert_eq!(d.len(), channels, "s4d: D length");
     let blocks = channel_blocks(channels);
-    let transposed: Vec<[Vec<f32>; 3]> = blocks
+    let transposed: Vec<[Vec<f32>; 4]> = blocks
         .iter()
-        .map(|&b| [da, db, c].map(|m| block_transpose(m, states, b)))
+        .map(|&b| {
+            [
+                block_transpose_padded(da, states, b),
+                block_transpose_padded(db, states, b),
+                block_transpose_padded(c, states, b),
+                block_transpose_padded(d, 1, b),
+            ]
+        })
         .collect();
     let units = batch * blocks.len();
-    struct Unit {
-        du: Vec<f32>,
-        dda: Vec<f32>,
-        ddb: Vec<f32>,
-        dc: Vec<f32>,
-        dd: Vec<f32>,
-    }
     let results = map_units(par, units, |unit| {
-        wide!(|| {
-            let (bi, block) = (unit / blocks.len(), unit % blocks.len());
-            let (h0, h1) = blocks[block];
-            let width = h1 - h0;
-            let ws = width * states;
-            let [da, db, c] = &transposed[block];
-            // states s_t for every t of this unit, (time, states, width)
-            let mut all = vec![0.0f32; (time + 1) * ws];
-            for t in 0..time {
-                let row = (bi * time + t) * channels;
-                let u_t = &u[row + h0..row + h1];
-                let (prev, cur) = all.split_at_mut((t + 1) * ws);
-                let prev = &prev[t * ws..];
-                for n in 0..states {
-                    let range = n * width..(n + 1) * width;
-                    for ((((s, &p), &da), &db), &x) in cur[range.clone()]
-                        .iter_mut()
-                        .zip(&prev[range.clone()])
-                        .zip(&da[range.clone()])
-                        .zip(&db[range])
-                        .zip(u_t)
-                    {
-                        *s = da * p + db * x;
-                    }
-                }
-            }
-            // `all` holds s_{t-1} at t * ws (s_{-1} = 0) and s_t at (t + 1) * ws
-            let mut r = Unit {
-                du: vec![0.0; time * width],
-                dda: vec![0.0; ws],
-                ddb: vec![0.0; ws],
-                dc: vec![0.0; ws],
-                dd: vec![0.0; width],
-            };
-            let mut ds = vec![0.0f32; ws];
-            for t in (0..time).rev() {
-                let row = (bi * time + t) * channels;
-                let (g, x) = (&grad_y[row + h0..row + h1], &u[row + h0..row + h1]);
-                let du = &mut r.du[t * width..(t + 1) * width];
-                for (((du, dd), (&g, &x)), &dskip) in du
-                    .iter_mut()
-                    .zip(r.dd.iter_mut())
-                    .zip(g.iter().zip(x))
-                    .zip(&d[h0..h1])
-                {
-                    *du = dskip * g;
-                    *dd += g * x;
-                }
-                let s_prev = &all[t * ws..(t + 1) * ws];
-                let s_t = &all[(t + 1) * ws..(t + 2) * ws];
-                for n in 0..states {
-                    let range = n * width..(n + 1) * width;
-                    s4d_backward_lanes(
-                        S4dLanes {
-                            g,
-                            x,
-                            s_prev: &s_prev[range.clone()],
-                            s_t: &s_t[range.clone()],
-                            c: &c[range.clone()],
-                            da: &da[range.clone()],
-                            db: &db[range.clone()],
-                        },
-                        du,
-                        &mut ds[range.clone()],
-                        &mut r.dc[range.clone()],
-                        &mut r.ddb[range.clone()],
-                        &mut r.dda[range],
-                    );
-                }
-            }
-            r
-        })
+        let (bi, block) = (unit / blocks.len(), unit % blocks.len());
+        let [da, db, c, d] = &transposed[block];
+        let xs = gather_block_padded(u, bi, blocks[block], (time, channels));
+        let gys = gather_block_padded(grad_y, bi, blocks[block], (time, channels));
+        wide!(s4d_backward_unit(
+            &xs,
+            &gys,
+            [da, db, c],
+            lanes(d, 0),
+            states
+        ))
     });
     let mut grads = S4dGrads {
         u: vec![0.0; batch * time * channels],
@@ -775,13 +905,25 @@ pub fn s4d_backward(
         c: vec![0.0; channels * states],
         d: vec![0.0; channels],
     };
-    let dus: Vec<Vec<f32>> = results.iter().map(|r| r.du.clone()).collect();
+    let dus: Vec<Vec<f32>> = results
+        .iter()
+        .enumerate()
+        .map(|(unit, r)| {
+            let (c0, c1) = blocks[unit % blocks.len()];
+            compact_lanes(&r.du, c1 - c0)
+        })
+        .collect();
     scatter_blocks(&mut grads.u, &dus, &blocks, (batch, time, channels));
     for (unit, r) in results.iter().enumerate() {
         let block = blocks[unit % blocks.len()];
-        add_block_transposed(&mut grads.da, &r.dda, states, block);
-        add_block_transposed(&mut grads.db, &r.ddb, states, block);
-        add_block_transposed(&mut grads.c, &r.dc, states, block);
+        let width = block.1 - block.0;
+        for (m, rows) in [
+            (&mut grads.da, &r.dda),
+            (&mut grads.db, &r.ddb),
+            (&mut grads.c, &r.dc),
+        ] {
+            add_block_transposed(m, &compact_lanes(rows, width), states, block);
+        }
         for (a, b) in grads.d[block.0..block.1].iter_mut().zip(&r.dd) {
             *a += b;
         }

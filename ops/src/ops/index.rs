@@ -264,3 +264,99 @@ impl Backward for DiagonalBackward {
         vec![Some(Tensor::from_vec(inputs[0].shape(), out))]
     }
 }
+
+/// `current[tokens[b, t]] + previous[tokens[b, t - 1]]` (the second term
+/// only for `t > 0`) for `tokens` (batch, time) and two (vocabulary, dim)
+/// tables: output (batch, time, dim). This is a linear map of the
+/// embeddings of a causal window of two tokens, when the tables are the
+/// embedding projected by each half of the map (QRNN's first layer). The
+/// backward scatter-adds in token order.
+///
+/// # Panics
+/// When `tokens` is not (batch, time), the tables differ in shape, or a
+/// token is out of range.
+#[track_caller]
+pub fn causal_pair_embedding(previous: &Tensor, current: &Tensor, tokens: &IndexTensor) -> Tensor {
+    assert_eq!(
+        current.rank(),
+        2,
+        "causal_pair_embedding: tables must be (vocabulary, dim), got {:?}",
+        current.shape()
+    );
+    assert_eq!(
+        previous.dims(),
+        current.dims(),
+        "causal_pair_embedding: the tables differ in shape"
+    );
+    assert_eq!(
+        tokens.dims().len(),
+        2,
+        "causal_pair_embedding: tokens must be (batch, time), got {:?}",
+        tokens.dims()
+    );
+    let (batch, time) = (tokens.dims()[0], tokens.dims()[1]);
+    let (vocabulary, dim) = (current.dim(0), current.dim(1));
+    let positions: Vec<usize> = tokens
+        .data()
+        .iter()
+        .map(|&i| position("causal_pair_embedding", i, vocabulary))
+        .collect();
+    let (prev, cur) = (previous.data(), current.data());
+    let mut out = Vec::with_capacity(positions.len() * dim);
+    for (i, &p) in positions.iter().enumerate() {
+        let row = &cur[p * dim..(p + 1) * dim];
+        if i % time.max(1) == 0 {
+            out.extend_from_slice(row);
+        } else {
+            let q = positions[i - 1];
+            out.extend(
+                row.iter()
+                    .zip(&prev[q * dim..(q + 1) * dim])
+                    .map(|(c, p)| c + p),
+            );
+        }
+    }
+    Tensor::from_op(
+        [batch, time, dim],
+        out,
+        &[previous, current],
+        CausalPairEmbeddingBackward { positions, time },
+    )
+}
+
+struct CausalPairEmbeddingBackward {
+    positions: Vec<usize>,
+    time: usize,
+}
+
+impl Backward for CausalPairEmbeddingBackward {
+    fn name(&self) -> &'static str {
+        "causal_pair_embedding"
+    }
+
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, grad: &Tensor) -> Vec<Option<Tensor>> {
+        let shape = inputs[1].shape();
+        let dim = shape.dim(1);
+        let g = grad.data();
+        let scatter = |shift: usize| {
+            let mut out = vec![0.0f32; shape.numel()];
+            for i in 0..self.positions.len() {
+                if i % self.time.max(1) < shift {
+                    continue;
+                }
+                let q = self.positions[i - shift];
+                for (d, &v) in out[q * dim..(q + 1) * dim]
+                    .iter_mut()
+                    .zip(&g[i * dim..(i + 1) * dim])
+                {
+                    *d += v;
+                }
+            }
+            Tensor::from_vec(shape.clone(), out)
+        };
+        vec![
+            inputs[0].requires_grad().then(|| scatter(1)),
+            inputs[1].requires_grad().then(|| scatter(0)),
+        ]
+    }
+}
