@@ -690,8 +690,9 @@ fn s4d_backward_states<const G: usize>(
     let db: [&Lanes; G] = std::array::from_fn(|g| lanes(db, n0 + g));
     let c: [&Lanes; G] = std::array::from_fn(|g| lanes(c, n0 + g));
     // s_{t-1} of state g at (t * G + g) * W (s_{-1} = 0)
-    states_buf.clear();
+    // rows 1..=time are all written below: only s_{-1} needs clearing
     states_buf.resize((time + 1) * G * W, 0.0);
+    states_buf[..G * W].fill(0.0);
     let mut s = [[0.0f32; W]; G];
     for (t, x) in xs.chunks_exact(W).enumerate() {
         let x: &Lanes = x.try_into().expect("a row of lanes");

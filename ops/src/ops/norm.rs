@@ -7,9 +7,101 @@
 //! partial sums are combined in index order, so every bit is the same
 //! whatever the thread count.
 use crate::autograd::Backward;
+use crate::kernels::elementwise::wide;
 use crate::ops::{for_each_row_mut, for_each_row_with_cost, sum_over_rows};
-use crate::parallel::current_parallelism;
+use crate::parallel::{CHUNK, current_parallelism, for_each_chunk_mut};
 use crate::tensor::Tensor;
+
+/// Rows whose per-row sums run interleaved: independent chains, each
+/// added in column order as one row at a time would (the same bits), that
+/// the CPU overlaps.
+const ROW_GROUP: usize = 8;
+
+/// `S` sums per row for rows `r0..r0 + k` (`k <= ROW_GROUP`) of `d`
+/// columns: `init + term(r, 0)[q] + term(r, 1)[q] + ...` in column order,
+/// the rows' chains interleaved.
+#[inline(always)]
+fn row_group_sums<const S: usize>(
+    (r0, k): (usize, usize),
+    d: usize,
+    init: f32,
+    term: impl Fn(usize, usize) -> [f32; S],
+) -> [[f32; S]; ROW_GROUP] {
+    let mut sums = [[init; S]; ROW_GROUP];
+    if k == ROW_GROUP {
+        for j in 0..d {
+            for (i, s) in sums.iter_mut().enumerate() {
+                let t = term(r0 + i, j);
+                for q in 0..S {
+                    s[q] += t[q];
+                }
+            }
+        }
+    } else {
+        for (i, s) in sums.iter_mut().enumerate().take(k) {
+            for j in 0..d {
+                let t = term(r0 + i, j);
+                for q in 0..S {
+                    s[q] += t[q];
+                }
+            }
+        }
+    }
+    sums
+}
+
+/// Rows of `d` columns per chunk of row-group work: about [`CHUNK`]
+/// elements, a whole number of [`ROW_GROUP`]s.
+fn rows_per_chunk(d: usize) -> usize {
+    (CHUNK / d.max(1)).max(1).next_multiple_of(ROW_GROUP)
+}
+
+/// Runs `f(r0, rows)` over the groups of [`ROW_GROUP`] rows of `out`
+/// (rows of `row_len`), in parallel chunks of `rows_per_chunk(cost)` rows
+/// when `par` allows; `r0` is the group's first row.
+fn for_each_row_group(
+    par: faer::Par,
+    out: &mut [f32],
+    row_len: usize,
+    cost: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    if row_len == 0 {
+        return;
+    }
+    let chunk_rows = rows_per_chunk(cost);
+    for_each_chunk_mut(par, out, chunk_rows * row_len, |c, chunk| {
+        for (g, rows) in chunk.chunks_mut(ROW_GROUP * row_len).enumerate() {
+            f(c * chunk_rows + g * ROW_GROUP, rows);
+        }
+    });
+}
+
+/// One row of the layer norm: `((x - mean) * inv_std) * w + b`.
+#[inline(always)]
+fn layer_norm_row(out: &mut [f32], x: &[f32], (mean, inv_std): (f32, f32), w: &[f32], b: &[f32]) {
+    for (((o, &v), &w), &b) in out.iter_mut().zip(x).zip(w).zip(b) {
+        let normalized = (v - mean) * inv_std;
+        *o = normalized * w + b;
+    }
+}
+
+/// One row of the layer norm's input gradient:
+/// `inv_std * (dn - mean_dn - n * mean_dn_n)`, `dn = g * w`,
+/// `n = (x - mean) * inv_std`.
+#[inline(always)]
+fn layer_norm_grad_row(
+    out: &mut [f32],
+    (x, g, w): (&[f32], &[f32], &[f32]),
+    (mean, inv_std): (f32, f32),
+    (mean_dn, mean_dn_n): (f32, f32),
+) {
+    for (((o, &v), &gv), &w) in out.iter_mut().zip(x).zip(g).zip(w) {
+        let dn = gv * w;
+        let n = (v - mean) * inv_std;
+        *o = inv_std * (dn - mean_dn - n * mean_dn_n);
+    }
+}
 
 /// PyTorch's default `eps` for `LayerNorm` (and the reference `RMSNorm`).
 pub const NORM_EPS: f32 = 1e-5;
@@ -44,21 +136,31 @@ impl Tensor {
         let (w, b) = (weight.map(Tensor::data), bias.map(Tensor::data));
         let mut out = vec![0.0; self.numel()];
         // Per row: mean and 1 / std, interleaved, kept for the backward.
+        // The sums start where `Iterator::sum` starts (the same bits).
+        let sum_start: f32 = std::iter::empty::<f32>().sum();
         let mut statistics = vec![0.0; 2 * rows];
-        for_each_row_with_cost(current_parallelism(), &mut statistics, 2, d, |r, s| {
-            let xs = &x[r * d..(r + 1) * d];
-            let mean = xs.iter().sum::<f32>() / d as f32;
-            let var = xs.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-            s[0] = mean;
-            s[1] = 1.0 / (var + eps).sqrt();
-        });
-        for_each_row_mut(current_parallelism(), &mut out, d, |r, row| {
-            let (mean, inv_std) = (statistics[2 * r], statistics[2 * r + 1]);
-            let xs = &x[r * d..(r + 1) * d];
-            for (j, (o, &v)) in row.iter_mut().zip(xs).enumerate() {
-                let normalized = (v - mean) * inv_std;
-                *o = normalized * w.map_or(1.0, |w| w[j]) + b.map_or(0.0, |b| b[j]);
+        for_each_row_group(current_parallelism(), &mut statistics, 2, d, |r0, s| {
+            let group = (r0, s.len() / 2);
+            let sums = row_group_sums(group, d, sum_start, |r, j| [x[r * d + j]]);
+            let means: [f32; ROW_GROUP] = std::array::from_fn(|i| sums[i][0] / d as f32);
+            let squares = row_group_sums(group, d, sum_start, |r, j| {
+                let (v, mean) = (x[r * d + j], means[r - r0]);
+                [(v - mean) * (v - mean)]
+            });
+            for (i, s) in s.chunks_exact_mut(2).enumerate() {
+                let var = squares[i][0] / d as f32;
+                s[0] = means[i];
+                s[1] = 1.0 / (var + eps).sqrt();
             }
+        });
+        // absent weight and bias: times 1 and plus 0, as before
+        let ones = vec![1.0f32; if w.is_some() { 0 } else { d }];
+        let zeros = vec![0.0f32; if b.is_some() { 0 } else { d }];
+        let (w, b) = (w.unwrap_or(&ones[..]), b.unwrap_or(&zeros[..]));
+        for_each_row_mut(current_parallelism(), &mut out, d, |r, row| {
+            let stats = (statistics[2 * r], statistics[2 * r + 1]);
+            let xs = &x[r * d..(r + 1) * d];
+            wide!(layer_norm_row(row, xs, stats, w, b));
         });
         let mut inputs = vec![self];
         inputs.extend(weight);
@@ -133,22 +235,23 @@ impl Backward for LayerNormBackward {
         let par = current_parallelism();
         let gx = x_tensor.requires_grad().then(|| {
             // dx = inv_std * (dn - mean(dn) - n * mean(dn * n)), dn = g * w
+            let ones = vec![1.0f32; if w.is_some() { 0 } else { d }];
+            let w = w.unwrap_or(&ones[..]);
             let mut out = vec![0.0; x.len()];
-            for_each_row_mut(par, &mut out, d, |r, row| {
-                let (mean, inv_std) = (stats[2 * r], stats[2 * r + 1]);
-                let (xs, gs) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
-                let mut sum_dn = 0.0;
-                let mut sum_dn_n = 0.0;
-                for (j, (&v, &gv)) in xs.iter().zip(gs).enumerate() {
-                    let dn = gv * w.map_or(1.0, |w| w[j]);
-                    sum_dn += dn;
-                    sum_dn_n += dn * (v - mean) * inv_std;
-                }
-                let (mean_dn, mean_dn_n) = (sum_dn / d as f32, sum_dn_n / d as f32);
-                for (j, (o, (&v, &gv))) in row.iter_mut().zip(xs.iter().zip(gs)).enumerate() {
-                    let dn = gv * w.map_or(1.0, |w| w[j]);
-                    let n = (v - mean) * inv_std;
-                    *o = inv_std * (dn - mean_dn - n * mean_dn_n);
+            for_each_row_group(par, &mut out, d, d, |r0, group_rows| {
+                let group = (r0, group_rows.len() / d);
+                let sums = row_group_sums(group, d, 0.0, |r, j| {
+                    let (mean, inv_std) = (stats[2 * r], stats[2 * r + 1]);
+                    let dn = g[r * d + j] * w[j];
+                    [dn, dn * (x[r * d + j] - mean) * inv_std]
+                });
+                for (i, row) in group_rows.chunks_exact_mut(d).enumerate() {
+                    let r = r0 + i;
+                    let (sum_dn, sum_dn_n) = (sums[i][0], sums[i][1]);
+                    let means = (sum_dn / d as f32, sum_dn_n / d as f32);
+                    let inputs = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d], w);
+                    let row_stats = (stats[2 * r], stats[2 * r + 1]);
+                    wide!(layer_norm_grad_row(row, inputs, row_stats, means));
                 }
             });
             Tensor::from_vec(x_tensor.shape(), out)
