@@ -719,11 +719,11 @@ fn s4d_backward_states<const G: usize>(
             s4d_backward_step(&mut r[g], du, [gy, x, s_prev, s_t], [c[g], da[g], db[g]]);
         }
     }
-    for g in 0..G {
+    for (g, r) in r.iter().enumerate() {
         let at = (n0 + g) * W..(n0 + g + 1) * W;
-        grads.dc[at.clone()].copy_from_slice(&r[g].dc);
-        grads.ddb[at.clone()].copy_from_slice(&r[g].ddb);
-        grads.dda[at].copy_from_slice(&r[g].dda);
+        grads.dc[at.clone()].copy_from_slice(&r.dc);
+        grads.ddb[at.clone()].copy_from_slice(&r.ddb);
+        grads.dda[at].copy_from_slice(&r.dda);
     }
 }
 

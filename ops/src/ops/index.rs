@@ -352,7 +352,7 @@ impl Backward for CausalPairEmbeddingBackward {
                     *d += v;
                 }
             }
-            Tensor::from_vec(shape.clone(), out)
+            Tensor::from_vec(shape, out)
         };
         vec![
             inputs[0].requires_grad().then(|| scatter(1)),
