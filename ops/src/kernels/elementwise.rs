@@ -4,6 +4,8 @@
 //! (picked at run time by [`wide!`]): plain arithmetic without fused
 //! multiply-adds, so both give the same bits, the wide one 4x fewer
 //! instructions.
+use std::mem::MaybeUninit;
+
 use faer::Par;
 
 use crate::parallel::{CHUNK, for_each_chunk_mut};
@@ -102,14 +104,50 @@ pub fn zip_map_into(
     });
 }
 
-/// `f(a[i])` as a new vector.
+/// `f(a[i])` as a new vector (written once, never zeroed first).
 pub fn map(par: Par, a: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
-    let mut out = vec![0.0; a.len()];
-    map_into(par, &mut out, a, f);
+    let mut out = Vec::with_capacity(a.len());
+    for_each_chunk_mut(
+        par,
+        &mut out.spare_capacity_mut()[..a.len()],
+        CHUNK,
+        |i, d| {
+            let src = &a[i * CHUNK..i * CHUNK + d.len()];
+            wide!(map_chunk_uninit(d, src, &f));
+        },
+    );
+    #[allow(unsafe_code)]
+    // SAFETY: the chunks cover `0..a.len()` and `map_chunk_uninit` writes
+    // every element of its chunk (its source has the chunk's length).
+    unsafe {
+        out.set_len(a.len());
+    }
     out
 }
 
-/// `f(a[i], b[i])` as a new vector.
+#[inline(always)]
+fn map_chunk_uninit(d: &mut [MaybeUninit<f32>], a: &[f32], f: &impl Fn(f32) -> f32) {
+    assert_eq!(d.len(), a.len(), "map: chunk lengths differ");
+    for (o, &x) in d.iter_mut().zip(a) {
+        o.write(f(x));
+    }
+}
+
+#[inline(always)]
+fn zip_map_chunk_uninit(
+    d: &mut [MaybeUninit<f32>],
+    a: &[f32],
+    b: &[f32],
+    f: &impl Fn(f32, f32) -> f32,
+) {
+    assert_eq!(d.len(), a.len(), "zip_map: chunk lengths differ");
+    assert_eq!(d.len(), b.len(), "zip_map: chunk lengths differ");
+    for ((o, &x), &y) in d.iter_mut().zip(a).zip(b) {
+        o.write(f(x, y));
+    }
+}
+
+/// `f(a[i], b[i])` as a new vector (written once, never zeroed first).
 #[track_caller]
 pub fn zip_map(
     par: Par,
@@ -117,7 +155,23 @@ pub fn zip_map(
     b: &[f32],
     f: impl Fn(f32, f32) -> f32 + Sync + Send,
 ) -> Vec<f32> {
-    let mut out = vec![0.0; a.len()];
-    zip_map_into(par, &mut out, a, b, f);
+    assert_eq!(a.len(), b.len(), "zip_map: lengths differ");
+    let mut out = Vec::with_capacity(a.len());
+    for_each_chunk_mut(
+        par,
+        &mut out.spare_capacity_mut()[..a.len()],
+        CHUNK,
+        |i, d| {
+            let start = i * CHUNK;
+            let (sa, sb) = (&a[start..start + d.len()], &b[start..start + d.len()]);
+            wide!(zip_map_chunk_uninit(d, sa, sb, &f));
+        },
+    );
+    #[allow(unsafe_code)]
+    // SAFETY: the chunks cover `0..a.len()` and `zip_map_chunk_uninit`
+    // writes every element of its chunk (its sources have the chunk's length).
+    unsafe {
+        out.set_len(a.len());
+    }
     out
 }

@@ -261,45 +261,59 @@ fn split_time_pieces<'a>(
 /// QRNN fo-pooling forward over (batch, time, hidden): `gates` holds the
 /// pre-activations `[z f o]` (batch, time, 3 hidden); with `z = tanh`,
 /// `f, o = sigmoid`, `c_t = f_t c_{t-1} + (1 - f_t) z_t` (`c_{-1} = 0`) and
-/// `h_t = o_t c_t`. Writes `h` and the cell states `c`.
+/// `h_t = o_t c_t`. Returns `h` and the cell states `c`, (batch, time, hidden).
 ///
 /// # Panics
 /// When a slice's length does not match the dimensions.
 #[track_caller]
 pub fn fo_pool_forward(
     par: Par,
-    h: &mut [f32],
-    c: &mut [f32],
     gates: &[f32],
     (batch, time, hidden): (usize, usize, usize),
-) {
-    assert_eq!(h.len(), batch * time * hidden, "fo_pool: output length");
-    assert_eq!(c.len(), batch * time * hidden, "fo_pool: cell length");
+) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(
         gates.len(),
         batch * time * 3 * hidden,
         "fo_pool: gates length"
     );
-    let seq = time * hidden;
-    if seq == 0 {
-        return;
+    let (n, seq) = (batch * time * hidden, time * hidden);
+    if n == 0 {
+        return (Vec::new(), Vec::new());
     }
-    type Piece<'a> = (usize, (&'a mut [f32], &'a mut [f32]));
-    let pieces: Vec<Piece<'_>> = h
+    let mut h = Vec::with_capacity(n);
+    let mut c = Vec::with_capacity(n);
+    type Piece<'a> = (usize, (&'a mut [Uninit], &'a mut [Uninit]));
+    let pieces: Vec<Piece<'_>> = h.spare_capacity_mut()[..n]
         .chunks_mut(seq)
-        .zip(c.chunks_mut(seq))
+        .zip(c.spare_capacity_mut()[..n].chunks_mut(seq))
         .enumerate()
         .collect();
     for_each_item(par, pieces, |(bi, (h, c))| {
         let g = &gates[bi * time * 3 * hidden..(bi + 1) * time * 3 * hidden];
         wide!(fo_pool_forward_piece(h, c, g, hidden));
     });
+    #[allow(unsafe_code)]
+    // SAFETY: the pieces cover `0..n` of both, and `fo_pool_forward_piece`
+    // writes every element of its `h` and `c` ((time, hidden) rows, one per
+    // (time, 3 hidden) row of gates, each row whole).
+    unsafe {
+        h.set_len(n);
+        c.set_len(n);
+    }
+    (h, c)
 }
+
+/// An output element not written yet.
+type Uninit = std::mem::MaybeUninit<f32>;
 
 /// [`fo_pool_forward`] for one batch entry: `h`, `c` (time, hidden),
 /// `gates` (time, 3 hidden).
 #[inline(always)]
-fn fo_pool_forward_piece(h: &mut [f32], c: &mut [f32], gates: &[f32], hidden: usize) {
+fn fo_pool_forward_piece(h: &mut [Uninit], c: &mut [Uninit], gates: &[f32], hidden: usize) {
+    assert!(
+        h.len() == c.len() && gates.len() == 3 * h.len(),
+        "fo_pool: piece lengths"
+    );
     let mut state = vec![0.0f32; hidden];
     for ((g, h_t), c_t) in gates
         .chunks_exact(3 * hidden)
@@ -318,8 +332,8 @@ fn fo_pool_forward_piece(h: &mut [f32], c: &mut [f32], gates: &[f32], hidden: us
         {
             let (z, f, o) = (fm::tanh(z), fm::sigmoid(f), fm::sigmoid(o));
             *s = f * *s + (1.0 - f) * z;
-            *c = *s;
-            *h = o * *s;
+            c.write(*s);
+            h.write(o * *s);
         }
     }
 }
@@ -333,21 +347,20 @@ fn fo_pool_forward_piece(h: &mut [f32], c: &mut [f32], gates: &[f32], hidden: us
 #[track_caller]
 pub fn fo_pool_backward(
     par: Par,
-    grad_gates: &mut [f32],
     gates: &[f32],
     c: &[f32],
     grad_h: &[f32],
     (batch, time, hidden): (usize, usize, usize),
-) {
+) -> Vec<f32> {
     let n = batch * time * hidden;
-    assert_eq!(grad_gates.len(), 3 * n, "fo_pool_backward: gradient length");
     assert_eq!(gates.len(), 3 * n, "fo_pool_backward: gates length");
     assert_eq!(c.len(), n, "fo_pool_backward: cell length");
     assert_eq!(grad_h.len(), n, "fo_pool_backward: output gradient length");
     if n == 0 {
-        return;
+        return Vec::new();
     }
-    let pieces: Vec<(usize, &mut [f32])> = grad_gates
+    let mut grad_gates = Vec::with_capacity(3 * n);
+    let pieces: Vec<(usize, &mut [Uninit])> = grad_gates.spare_capacity_mut()[..3 * n]
         .chunks_mut(time * 3 * hidden)
         .enumerate()
         .collect();
@@ -360,13 +373,30 @@ pub fn fo_pool_backward(
         );
         wide!(fo_pool_backward_piece(dg, gates, c, grad_h, hidden));
     });
+    #[allow(unsafe_code)]
+    // SAFETY: the pieces cover `0..3 n`, and `fo_pool_backward_piece` writes
+    // every (time, 3 hidden) row of its piece whole.
+    unsafe {
+        grad_gates.set_len(3 * n);
+    }
+    grad_gates
 }
 
 /// [`fo_pool_backward`] for one batch entry: `dg`, `gates` (time,
 /// 3 hidden), `c`, `grad_h` (time, hidden).
 #[inline(always)]
-fn fo_pool_backward_piece(dg: &mut [f32], gates: &[f32], c: &[f32], grad_h: &[f32], hidden: usize) {
+fn fo_pool_backward_piece(
+    dg: &mut [Uninit],
+    gates: &[f32],
+    c: &[f32],
+    grad_h: &[f32],
+    hidden: usize,
+) {
     let time = c.len() / hidden;
+    assert!(
+        dg.len() == 3 * c.len() && gates.len() == dg.len() && grad_h.len() == c.len(),
+        "fo_pool_backward: piece lengths"
+    );
     // dc carried from t+1: f_{t+1} * dc_{t+1}
     let mut carried = vec![0.0f32; hidden];
     let zeros = vec![0.0f32; hidden];
@@ -404,9 +434,9 @@ fn fo_pool_backward_row(
     (z, f, o): (&[f32], &[f32], &[f32]),
     (c_t, c_prev, dh): (&[f32], &[f32], &[f32]),
     carried: &mut [f32],
-    dz_out: &mut [f32],
-    df_out: &mut [f32],
-    do_out: &mut [f32],
+    dz_out: &mut [Uninit],
+    df_out: &mut [Uninit],
+    do_out: &mut [Uninit],
 ) {
     let hidden = carried.len();
     let (z, f, o) = (&z[..hidden], &f[..hidden], &o[..hidden]);
@@ -423,9 +453,9 @@ fn fo_pool_backward_row(
         let df = dc * (c_prev[j] - zj);
         let dz = dc * (1.0 - fj);
         carried[j] = dc * fj;
-        dz_out[j] = dz * (1.0 - zj * zj);
-        df_out[j] = df * fj * (1.0 - fj);
-        do_out[j] = d_o * oj * (1.0 - oj);
+        dz_out[j].write(dz * (1.0 - zj * zj));
+        df_out[j].write(df * fj * (1.0 - fj));
+        do_out[j].write(d_o * oj * (1.0 - oj));
     }
 }
 
@@ -445,13 +475,17 @@ fn block_transpose(m: &[f32], states: usize, (c0, c1): (usize, usize)) -> Vec<f3
     out
 }
 
-/// Adds the (states, width) block `block` into rows `c0..c1` of the
-/// (channels, states) matrix `m`.
-fn add_block_transposed(m: &mut [f32], block: &[f32], states: usize, (c0, c1): (usize, usize)) {
-    let width = c1 - c0;
+/// Adds the first `c1 - c0` lanes of the (states, stride) rows `block`
+/// into rows `c0..c1` of the (channels, states) matrix `m`.
+fn add_block_transposed(
+    m: &mut [f32],
+    block: &[f32],
+    (states, stride): (usize, usize),
+    (c0, c1): (usize, usize),
+) {
     for (j, ch) in (c0..c1).enumerate() {
         for n in 0..states {
-            m[ch * states + n] += block[n * width + j];
+            m[ch * states + n] += block[n * stride + j];
         }
     }
 }
@@ -488,24 +522,35 @@ fn gather_block_padded(
     (c0, c1): (usize, usize),
     (time, channels): (usize, usize),
 ) -> Vec<f32> {
-    let mut out = vec![0.0; time * CHANNEL_BLOCK];
-    for (t, row) in out.chunks_exact_mut(CHANNEL_BLOCK).enumerate() {
+    let padding = [0.0f32; CHANNEL_BLOCK];
+    let mut out = Vec::with_capacity(time * CHANNEL_BLOCK);
+    for t in 0..time {
         let src = (bi * time + t) * channels;
-        row[..c1 - c0].copy_from_slice(&x[src + c0..src + c1]);
+        out.extend_from_slice(&x[src + c0..src + c1]);
+        out.extend_from_slice(&padding[c1 - c0..]);
     }
     out
 }
 
-/// The first `width` lanes of each (time, [`CHANNEL_BLOCK`]) row: the
-/// (time, width) block that [`scatter_blocks`] writes back.
-fn compact_lanes(padded: &[f32], width: usize) -> Vec<f32> {
-    if width == CHANNEL_BLOCK {
-        return padded.to_vec();
+/// The (batch, time, channels) tensor whose unit `bi * blocks.len() + k`
+/// (batch entry `bi`, channel block `k`) is the first `c1 - c0` lanes of
+/// the (time, [`CHANNEL_BLOCK`]) rows `units[..]`, built row by row.
+fn interleave_units(
+    units: &[&[f32]],
+    blocks: &[(usize, usize)],
+    (batch, time, channels): (usize, usize, usize),
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(batch * time * channels);
+    for bi in 0..batch {
+        let row_units = &units[bi * blocks.len()..(bi + 1) * blocks.len()];
+        for t in 0..time {
+            for (unit, &(c0, c1)) in row_units.iter().zip(blocks) {
+                let at = t * CHANNEL_BLOCK;
+                out.extend_from_slice(&unit[at..at + c1 - c0]);
+            }
+        }
     }
-    padded
-        .chunks_exact(CHANNEL_BLOCK)
-        .flat_map(|row| row[..width].iter().copied())
-        .collect()
+    out
 }
 
 /// States `n0..n0 + G` of the S4D forward over a whole unit: per state,
@@ -611,7 +656,7 @@ fn s4d_forward_unit(xs: &[f32], coef: [&[f32]; 3], d: &Lanes, states: usize) -> 
 /// S4D forward: per channel `h` and state `n`,
 /// `s_t = dA[h,n] s_{t-1} + dB[h,n] u_t[h]` (`s_{-1} = 0`) and
 /// `y_t[h] = sum_n C[h,n] s_t[h,n] + D[h] u_t[h]`, without materializing the
-/// states. `u`, `y`: (batch, time, channels); `da`, `db`, `c`: (channels, states).
+/// states; returns `y`. `u`, `y`: (batch, time, channels); `da`, `db`, `c`: (channels, states).
 ///
 /// Each unit (batch entry, channel block) runs state by state along time,
 /// the state in registers; `y_t` adds `C s_t` in state order, then `D u_t`.
@@ -622,22 +667,20 @@ fn s4d_forward_unit(xs: &[f32], coef: [&[f32]; 3], d: &Lanes, states: usize) -> 
 #[track_caller]
 pub fn s4d_forward(
     par: Par,
-    y: &mut [f32],
     u: &[f32],
     da: &[f32],
     db: &[f32],
     c: &[f32],
     d: &[f32],
     (batch, time, channels, states): S4dDims,
-) {
-    assert_eq!(y.len(), batch * time * channels, "s4d: output length");
-    assert_eq!(u.len(), y.len(), "s4d: input length");
+) -> Vec<f32> {
+    assert_eq!(u.len(), batch * time * channels, "s4d: input length");
     for (x, what) in [(da, "dA"), (db, "dB"), (c, "C")] {
         assert_eq!(x.len(), channels * states, "s4d: {what} length");
     }
     assert_eq!(d.len(), channels, "s4d: D length");
-    if y.is_empty() {
-        return;
+    if u.is_empty() {
+        return Vec::new();
     }
     let blocks = channel_blocks(channels);
     let transposed: Vec<[Vec<f32>; 4]> = blocks
@@ -656,10 +699,10 @@ pub fn s4d_forward(
         let (bi, block) = (unit / blocks.len(), unit % blocks.len());
         let [da, db, c, d] = &transposed[block];
         let xs = gather_block_padded(u, bi, blocks[block], (time, channels));
-        let out = wide!(s4d_forward_unit(&xs, [da, db, c], lanes(d, 0), states));
-        compact_lanes(&out, blocks[block].1 - blocks[block].0)
+        wide!(s4d_forward_unit(&xs, [da, db, c], lanes(d, 0), states))
     });
-    scatter_blocks(y, &results, &blocks, (batch, time, channels));
+    let units: Vec<&[f32]> = results.iter().map(Vec::as_slice).collect();
+    interleave_units(&units, &blocks, (batch, time, channels))
 }
 
 /// Gradients of one S4D unit, (time, lanes) and (states, lanes) rows.
@@ -899,31 +942,22 @@ pub fn s4d_backward(
             states
         ))
     });
+    let dus: Vec<&[f32]> = results.iter().map(|r| r.du.as_slice()).collect();
     let mut grads = S4dGrads {
-        u: vec![0.0; batch * time * channels],
+        u: interleave_units(&dus, &blocks, (batch, time, channels)),
         da: vec![0.0; channels * states],
         db: vec![0.0; channels * states],
         c: vec![0.0; channels * states],
         d: vec![0.0; channels],
     };
-    let dus: Vec<Vec<f32>> = results
-        .iter()
-        .enumerate()
-        .map(|(unit, r)| {
-            let (c0, c1) = blocks[unit % blocks.len()];
-            compact_lanes(&r.du, c1 - c0)
-        })
-        .collect();
-    scatter_blocks(&mut grads.u, &dus, &blocks, (batch, time, channels));
     for (unit, r) in results.iter().enumerate() {
         let block = blocks[unit % blocks.len()];
-        let width = block.1 - block.0;
         for (m, rows) in [
             (&mut grads.da, &r.dda),
             (&mut grads.db, &r.ddb),
             (&mut grads.c, &r.dc),
         ] {
-            add_block_transposed(m, &compact_lanes(rows, width), states, block);
+            add_block_transposed(m, rows, (states, CHANNEL_BLOCK), block);
         }
         for (a, b) in grads.d[block.0..block.1].iter_mut().zip(&r.dd) {
             *a += b;
@@ -1325,7 +1359,7 @@ pub fn selective_scan_backward(
         for (acc, v) in grads.c[bt].iter_mut().zip(&r.dc) {
             *acc += v;
         }
-        add_block_transposed(&mut grads.a, &r.da, states, block);
+        add_block_transposed(&mut grads.a, &r.da, (states, block.1 - block.0), block);
         for (acc, v) in grads.d[d0..d1].iter_mut().zip(&r.dd) {
             *acc += v;
         }

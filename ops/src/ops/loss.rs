@@ -7,6 +7,7 @@
 //! the same bits whatever the thread count.
 use crate::autograd::Backward;
 use crate::kernels::elementwise::zip_map;
+use crate::kernels::fast_math as fm;
 use crate::kernels::matmul::{Layout, gemm};
 use crate::ops::softmax::max_and_log_sum;
 use crate::ops::unary::sigmoid;
@@ -186,9 +187,12 @@ impl Backward for CrossEntropyBackward {
                 return;
             }
             let (max, log_sum) = (self.row_statistics[2 * r], self.row_statistics[2 * r + 1]);
-            for (o, &v) in out.iter_mut().zip(&x[r * classes..(r + 1) * classes]) {
-                *o = ((v - max) - log_sum).exp() * scale;
-            }
+            let row = &x[r * classes..(r + 1) * classes];
+            crate::kernels::elementwise::wide!(|| {
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = fm::exp((v - max) - log_sum) * scale;
+                }
+            });
             out[t[r] as usize] -= scale;
         });
         vec![Some(Tensor::from_vec(logits.shape(), g))]

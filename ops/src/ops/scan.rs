@@ -153,15 +153,7 @@ pub fn qrnn_fo_pool(gates: &Tensor) -> Tensor {
         gates.shape()
     );
     let hidden = three_hidden / 3;
-    let mut h = vec![0.0; batch * time * hidden];
-    let mut c = vec![0.0; batch * time * hidden];
-    fo_pool_forward(
-        current_parallelism(),
-        &mut h,
-        &mut c,
-        gates.data(),
-        (batch, time, hidden),
-    );
+    let (h, c) = fo_pool_forward(current_parallelism(), gates.data(), (batch, time, hidden));
     Tensor::from_op(
         [batch, time, hidden],
         h,
@@ -182,10 +174,8 @@ impl Backward for FoPoolBackward {
     fn backward(&self, inputs: &[Tensor], output: &Tensor, grad: &Tensor) -> Vec<Option<Tensor>> {
         let gates = &inputs[0];
         let (batch, time, hidden) = dims3(output, "qrnn_fo_pool", "output");
-        let mut dg = vec![0.0; gates.numel()];
-        fo_pool_backward(
+        let dg = fo_pool_backward(
             current_parallelism(),
-            &mut dg,
             gates.data(),
             &self.cells,
             grad.data(),
@@ -248,10 +238,8 @@ pub fn s4d_scan(
     }
     expect_dims(d, &[channels], "s4d_scan", "D");
     let coef = s4d_coefficients(log_dt.data(), a_log.data(), b.data(), states);
-    let mut y = vec![0.0; u.numel()];
-    s4d_forward(
+    let y = s4d_forward(
         current_parallelism(),
-        &mut y,
         u.data(),
         &coef.da,
         &coef.db,

@@ -194,26 +194,43 @@ fn backward_map(
     g: &[f32],
     f: impl Fn(f32, f32, f32) -> f32 + Sync + Send,
 ) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
-    for_each_chunk_mut(par, &mut out, CHUNK, |i, d| {
-        let start = i * CHUNK;
-        let end = start + d.len();
-        let (x, y, g) = (&x[start..end], &y[start..end], &g[start..end]);
-        crate::kernels::elementwise::wide!(backward_chunk(d, x, y, g, &f));
-    });
+    assert_eq!(x.len(), y.len(), "unary backward: lengths differ");
+    assert_eq!(x.len(), g.len(), "unary backward: lengths differ");
+    let mut out = Vec::with_capacity(x.len());
+    for_each_chunk_mut(
+        par,
+        &mut out.spare_capacity_mut()[..x.len()],
+        CHUNK,
+        |i, d| {
+            let start = i * CHUNK;
+            let end = start + d.len();
+            let (x, y, g) = (&x[start..end], &y[start..end], &g[start..end]);
+            crate::kernels::elementwise::wide!(backward_chunk(d, x, y, g, &f));
+        },
+    );
+    #[allow(unsafe_code)]
+    // SAFETY: the chunks cover `0..x.len()` and `backward_chunk` writes
+    // every element of its chunk (its sources have the chunk's length).
+    unsafe {
+        out.set_len(x.len());
+    }
     out
 }
 
 #[inline(always)]
 fn backward_chunk(
-    d: &mut [f32],
+    d: &mut [std::mem::MaybeUninit<f32>],
     x: &[f32],
     y: &[f32],
     g: &[f32],
     f: &impl Fn(f32, f32, f32) -> f32,
 ) {
+    assert!(
+        x.len() == d.len() && y.len() == d.len() && g.len() == d.len(),
+        "unary backward: chunk lengths differ"
+    );
     for (((o, &x), &y), &g) in d.iter_mut().zip(x).zip(y).zip(g) {
-        *o = f(x, y, g);
+        o.write(f(x, y, g));
     }
 }
 
