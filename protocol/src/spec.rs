@@ -116,7 +116,7 @@ pub const DEFAULT_GRADIENT_BUCKET_MIB: f64 = 16.0;
 
 /// Default number of gradient buckets in flight; see BENCHMARKS.md for the
 /// measurement behind it.
-pub const DEFAULT_GRADIENT_BUCKETS_IN_FLIGHT: usize = 2;
+pub const DEFAULT_GRADIENT_BUCKETS_IN_FLIGHT: usize = 4;
 
 /// `[inputs]`: scaling of the data and the random inputs the trainer draws
 /// (every draw keyed by seed, epoch and sample id).
