@@ -6,18 +6,24 @@
 //! The workers are processes of the hidden `bench allreduce-worker`
 //! subcommand, started and joined by [`super::bench_ring`].
 //! Times are medians over `--reps` calls after two warm-up calls, measured on
-//! worker 0 between barriers (as the gloo anchor does).
+//! worker 0 between barriers (as the gloo anchor does). The 4 KiB latency is
+//! the time per call of at least 100 calls back to back (median of 5
+//! rounds), as nccl-tests time theirs.
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use worker::collective::CollectiveConfig;
 
 use super::bench_ring::{
-    AlgorithmArg, join_ring, print_result, run_ring_processes, worker_arguments,
+    AlgorithmArg, join_ring, median, print_result, run_ring_processes, worker_arguments,
 };
 
 /// Size of the small-message latency measurement, bytes.
 const LATENCY_BYTES: usize = 4096;
+
+/// Rounds of back-to-back all-reduces of the latency measurement (the
+/// median round is reported).
+const LATENCY_ROUNDS: usize = 5;
 
 /// Arguments of `shoal bench allreduce`.
 #[derive(clap::Args, Debug, Clone)]
@@ -139,15 +145,30 @@ async fn worker(args: AllreduceWorkerArgs) -> anyhow::Result<()> {
         } else {
             bench.reps
         };
-        let mut times = Vec::with_capacity(reps);
-        for _ in 0..reps {
-            ring.barrier().await?;
-            let started = Instant::now();
-            ring.all_reduce(&mut buffers).await?;
-            times.push(started.elapsed().as_secs_f64());
-        }
-        times.sort_by(f64::total_cmp);
-        let seconds = times[times.len() / 2];
+        let seconds = if bytes == LATENCY_BYTES {
+            // Back to back, as nccl-tests time their iterations: the time
+            // between barriers on worker 0 (the last to leave one) would
+            // miss the hop its neighbours' values already made.
+            let mut rounds = Vec::with_capacity(LATENCY_ROUNDS);
+            for _ in 0..LATENCY_ROUNDS {
+                ring.barrier().await?;
+                let started = Instant::now();
+                for _ in 0..reps {
+                    ring.all_reduce(&mut buffers).await?;
+                }
+                rounds.push(started.elapsed().as_secs_f64() / reps as f64);
+            }
+            median(&mut rounds)
+        } else {
+            let mut times = Vec::with_capacity(reps);
+            for _ in 0..reps {
+                ring.barrier().await?;
+                let started = Instant::now();
+                ring.all_reduce(&mut buffers).await?;
+                times.push(started.elapsed().as_secs_f64());
+            }
+            median(&mut times)
+        };
         let mib = bytes as f64 / 1048576.0;
         let algbw = bytes as f64 / seconds / 1e9;
         let busbw = algbw * 2.0 * (world as f64 - 1.0) / world as f64;
