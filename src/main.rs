@@ -11,18 +11,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 
-/// Turns transparent huge pages off for this process (and what it starts).
-/// mimalloc asks for huge pages on its arenas, so every page it purges and
-/// touches again costs the kernel a 2 MiB clear: that was 40% of the CPU
-/// time of a 4-worker all-reduce, where QUIC's receive buffers churn
-/// (BENCHMARKS.md). Failing to set it only costs speed.
-fn disable_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
-        eprintln!("warning: transparent huge pages stay on: {error}");
-    }
-}
-
 /// shoal: distributed data-parallel training of the models of "The Missing
 /// Bits" (recurrent and state-space models, autoencoders, GANs, graph
 /// networks, self-supervised objectives), over QUIC.
@@ -68,7 +56,6 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    disable_transparent_huge_pages();
     let cli = Cli::parse();
     // Services log their life (registrations, rings, checkpoints) at info;
     // commands a person watches (run, demo, the clients) print their own
