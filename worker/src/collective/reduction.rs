@@ -488,3 +488,161 @@ fn gather_sum(
     }
     gradients[0][range].copy_from_slice(sum);
 }
+
+#[cfg(test)]
+mod tests {
+    //! The state machines alone, with no socket: frames go from each
+    //! worker's reduction to the next one's through in-memory queues, in
+    //! an order that mixes the links, as the network might.
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::collective::schedule::reference_all_reduce;
+
+    fn values(rank: usize, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let x = ((rank * 7919 + i * 104_729) % 10_007) as f32;
+                (x - 5_000.0) * 1.37e-3 * (1 + rank % 3) as f32
+            })
+            .collect()
+    }
+
+    fn reductions(
+        algorithm: AllReduceAlgorithm,
+        counts: &[usize],
+        len: usize,
+        now: Instant,
+    ) -> Vec<Reduction> {
+        let layout = RingLayout::new(counts);
+        (0..counts.len())
+            .map(|worker| {
+                let gradients = layout
+                    .hosted(worker)
+                    .map(|rank| values(rank, len))
+                    .collect();
+                Reduction::new(algorithm, &layout, worker, 1 << 20, 7, 42, gradients, now)
+            })
+            .collect()
+    }
+
+    /// Runs the reductions to completion, delivering the frame at the head
+    /// of link `turn % workers` (or the next non-empty one) each time.
+    fn run(mut workers: Vec<Reduction>, now: Instant) -> Vec<Vec<f32>> {
+        let count = workers.len();
+        let mut links: Vec<VecDeque<Outgoing>> = vec![VecDeque::new(); count];
+        for (worker, reduction) in workers.iter_mut().enumerate() {
+            let mut out = Vec::new();
+            reduction.start(&mut out);
+            links[(worker + 1) % count].extend(out);
+        }
+        let mut turn = 0usize;
+        while let Some(to) = (0..count)
+            .map(|offset| (turn * 5 + offset) % count)
+            .find(|&link| !links[link].is_empty())
+        {
+            turn += 1;
+            let (header, payload) = links[to].pop_front().expect("a frame");
+            let mut out = Vec::new();
+            workers[to]
+                .receive(header, payload, now, &mut out)
+                .expect("a well-formed frame");
+            links[(to + 1) % count].extend(out);
+        }
+        workers
+            .into_iter()
+            .map(|reduction| {
+                assert!(reduction.is_complete());
+                reduction.finish().gradients.swap_remove(0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_algorithms_give_the_reference_bits_without_a_network() {
+        let now = Instant::now();
+        for counts in [&[1, 1][..], &[2, 1, 3], &[1, 1, 1, 1], &[3, 1]] {
+            let virtual_ranks: usize = counts.iter().sum();
+            for len in [1, 6, 7, 8, 100] {
+                let inputs: Vec<Vec<f32>> = (0..virtual_ranks).map(|r| values(r, len)).collect();
+                let views: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+                let expected: Vec<u32> = reference_all_reduce(&views, 1 << 20)
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                for algorithm in [AllReduceAlgorithm::Ring, AllReduceAlgorithm::Gather] {
+                    let sums = run(reductions(algorithm, counts, len, now), now);
+                    for (worker, sum) in sums.iter().enumerate() {
+                        let bits: Vec<u32> = sum.iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(bits, expected, "{algorithm:?} {counts:?} {len}: {worker}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn frames_that_do_not_fit_are_errors() {
+        let now = Instant::now();
+        let check = |algorithm: AllReduceAlgorithm,
+                     tamper: &dyn Fn(&mut ChunkHeader, &mut Bytes),
+                     expected: &str| {
+            let mut workers = reductions(algorithm, &[1, 2], 20, now);
+            let mut out = Vec::new();
+            workers[0].start(&mut out);
+            let (mut header, mut payload) = out.swap_remove(0);
+            tamper(&mut header, &mut payload);
+            let error = workers[1]
+                .receive(header, payload, now, &mut Vec::new())
+                .expect_err("a frame that does not fit");
+            assert!(
+                error.to_string().contains(expected),
+                "{algorithm:?}: {error}"
+            );
+        };
+        for algorithm in [AllReduceAlgorithm::Ring, AllReduceAlgorithm::Gather] {
+            check(
+                algorithm,
+                &|header, _| header.element_offset += 1,
+                "no piece starts at element",
+            );
+            check(
+                algorithm,
+                &|header, _| header.element_count += 1,
+                "values, expected",
+            );
+            check(
+                algorithm,
+                &|_, payload| *payload = payload.slice(..payload.len() - 4),
+                "ring transport failed with member 0",
+            );
+            // Once is right, twice is not.
+            let mut workers = reductions(algorithm, &[1, 2], 20, now);
+            let mut out = Vec::new();
+            workers[0].start(&mut out);
+            let (header, payload) = out[0].clone();
+            workers[1]
+                .receive(header.clone(), payload.clone(), now, &mut Vec::new())
+                .expect("the first copy fits");
+            let error = workers[1]
+                .receive(header, payload, now, &mut Vec::new())
+                .expect_err("a second copy does not");
+            assert!(error.to_string().contains("unexpected"), "{error}");
+        }
+        check(
+            AllReduceAlgorithm::Ring,
+            &|header, _| header.phase = CollectivePhase::RawValues { virtual_rank: 0 },
+            "does not belong to this algorithm",
+        );
+        check(
+            AllReduceAlgorithm::Gather,
+            &|header, _| header.phase = CollectivePhase::ReduceScatter,
+            "does not belong to this algorithm",
+        );
+        check(
+            AllReduceAlgorithm::Gather,
+            &|header, _| header.phase = CollectivePhase::RawValues { virtual_rank: 1 },
+            "unexpected values of virtual rank 1",
+        );
+    }
+}
