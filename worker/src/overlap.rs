@@ -113,11 +113,8 @@ pub async fn compute_and_all_reduce<S: Send + 'static>(
             tokio::join!(assemble, ring.all_reduce_buckets(buckets, &mut ready));
         match reduced {
             Ok(reduced) => {
-                let stats = AllReduceStats {
-                    workers: ring.layout().workers(),
-                    buckets: reduced.iter().map(|bucket| bucket.stats).collect(),
-                };
                 let summed = reduced.into_iter().map(|bucket| bucket.sum).collect();
+                let stats = ring.last_all_reduce().clone();
                 Ok(Some((summed, stats, started.elapsed())))
             }
             Err(CollectiveError::Abandoned { .. }) if !all_came => Ok(None),

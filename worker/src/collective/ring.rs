@@ -401,8 +401,9 @@ impl Ring {
     /// [`CollectiveConfig::buckets_in_flight`] of them moving at once: a
     /// buffer starts as soon as it is ready and fewer than that are
     /// unfinished. Every worker must hand over the same buffer lengths in the
-    /// same order, with the same configuration. Returns the sums in order, each with its bytes and the
-    /// time from its start to its completion here.
+    /// same order, with the same configuration. Returns the sums in order,
+    /// each with its bytes and the time from its start to its completion
+    /// here.
     ///
     /// # Errors
     /// As [`Self::all_reduce`], and [`CollectiveError::Abandoned`] when
