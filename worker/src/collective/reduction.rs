@@ -235,6 +235,11 @@ impl Reduction {
         }
     }
 
+    /// When it was created (its buckets' completion times count from here).
+    pub(crate) fn started(&self) -> Instant {
+        self.progress.started
+    }
+
     /// The collective sequence number its frames carry.
     pub(crate) fn sequence(&self) -> u64 {
         self.sequence

@@ -740,14 +740,15 @@ async fn drive(
             }
         };
         let mut results: Vec<Option<(Reduced, Duration)>> = (0..count).map(|_| None).collect();
-        let mut active: Vec<(Reduction, Instant)> = Vec::with_capacity(in_flight);
+        let mut active: Vec<Reduction> = Vec::with_capacity(in_flight);
         let mut early: Vec<(ChunkHeader, Bytes)> = Vec::new();
         let mut started = 0usize;
         let mut completed = 0usize;
         let mut out = Vec::new();
-        let mut finish = |reduction: Reduction, began: Instant, now: Instant| {
+        let mut finish = |reduction: Reduction, now: Instant| {
             let index = (reduction.sequence() - first_sequence) as usize;
-            results[index] = Some((reduction.finish(), now.saturating_duration_since(began)));
+            let elapsed = now.saturating_duration_since(reduction.started());
+            results[index] = Some((reduction.finish(), elapsed));
         };
         while completed < count {
             let can_start = started < count && active.len() < in_flight;
@@ -783,10 +784,10 @@ async fn drive(
                     }
                     send(&mut out);
                     if reduction.is_complete() {
-                        finish(reduction, now, now);
+                        finish(reduction, now);
                         completed += 1;
                     } else {
-                        active.push((reduction, now));
+                        active.push(reduction);
                     }
                 }
                 frame = receive_frame(from_previous, previous, timeout), if !active.is_empty() => {
@@ -802,14 +803,13 @@ async fn drive(
                     let now = Instant::now();
                     if let Some(position) = active
                         .iter()
-                        .position(|(reduction, _)| reduction.sequence() == sequence)
+                        .position(|reduction| reduction.sequence() == sequence)
                     {
-                        let reduction = &mut active[position].0;
+                        let reduction = &mut active[position];
                         reduction.receive(header, frame.payload, now, &mut out)?;
                         send(&mut out);
                         if reduction.is_complete() {
-                            let (reduction, began) = active.swap_remove(position);
-                            finish(reduction, began, now);
+                            finish(active.swap_remove(position), now);
                             completed += 1;
                         }
                     } else {
