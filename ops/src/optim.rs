@@ -514,7 +514,7 @@ struct AdamConstants {
 }
 
 /// Adam's elementwise update (through `wide!`: plain arithmetic, the same
-/// bits in its baseline and AVX-512 builds).
+/// bits in its baseline, AVX2 and AVX-512 builds).
 #[inline(always)]
 fn adam_loop(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], c: AdamConstants) {
     for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(m).zip(v) {

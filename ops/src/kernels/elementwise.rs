@@ -1,9 +1,9 @@
 //! Elementwise kernels on slices.
 //!
-//! The loops are compiled twice, for the baseline target and for AVX-512
-//! (picked at run time by [`wide!`]): plain arithmetic without fused
-//! multiply-adds, so both give the same bits, the wide one 4x fewer
-//! instructions.
+//! The loops are compiled three times, for the baseline target, AVX2 and
+//! AVX-512 (picked at run time by [`wide!`]): plain arithmetic without
+//! fused multiply-adds, so all give the same bits, the wide ones 2x and 4x
+//! fewer instructions.
 use std::mem::MaybeUninit;
 
 use faer::Par;
@@ -11,11 +11,14 @@ use faer::Par;
 use crate::parallel::{CHUNK, for_each_chunk_mut};
 
 /// Calls `$f(args...)` (an `#[inline(always)]` function, generic over the
-/// closures it takes), or runs `|| { block }`, compiled for AVX-512F when
-/// the CPU has it, else as it is (the block is inlined; what it calls
-/// should be `#[inline(always)]` to be compiled wide too). `$f` must not contain anything whose result depends on the
-/// target features (no `mul_add`, no explicit intrinsics): then both give
-/// the same bits.
+/// closures it takes), or runs `|| { block }`, compiled for the widest
+/// vectors the CPU has: AVX-512F (16 lanes), else AVX2 (8 lanes), else the
+/// baseline target (SSE2 on x86-64, 4 lanes). The block is inlined; what
+/// it calls should be `#[inline(always)]` to be compiled wide too. `$f`
+/// must not contain anything whose result depends on the target features
+/// (no `mul_add`, no explicit intrinsics): then every build gives the same
+/// bits (no build enables FMA, and the compiler neither contracts `a * b +
+/// c` nor reorders float sums).
 macro_rules! wide {
     (|| $body:block) => {{
         #[cfg(target_arch = "x86_64")]
@@ -25,12 +28,27 @@ macro_rules! wide {
             fn avx512<R>(f: impl FnOnce() -> R) -> R {
                 f()
             }
+            #[target_feature(enable = "avx2")]
+            #[inline]
+            fn avx2<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
             if std::arch::is_x86_feature_detected!("avx512f") {
                 #[allow(unsafe_code)]
                 // SAFETY: the CPU has AVX-512F (detected just above), the
                 // only target feature of `avx512`.
                 unsafe {
                     avx512(
+                        #[inline(always)]
+                        || $body,
+                    )
+                }
+            } else if std::arch::is_x86_feature_detected!("avx2") {
+                #[allow(unsafe_code)]
+                // SAFETY: the CPU has AVX2 (detected just above), the only
+                // target feature of `avx2`.
+                unsafe {
+                    avx2(
                         #[inline(always)]
                         || $body,
                     )
@@ -174,4 +192,43 @@ pub fn zip_map(
         out.set_len(a.len());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wide;
+    use crate::kernels::fast_math;
+
+    /// Values spread over the range the activations see, and past it.
+    fn inputs() -> Vec<f32> {
+        (0..4099)
+            .map(|i| (i as f32 - 2049.0) * 0.0137 + (i % 7) as f32 * 1e-3)
+            .collect()
+    }
+
+    #[inline(always)]
+    fn activations(x: &[f32], y: &mut [f32]) {
+        for (out, &v) in y.chunks_exact_mut(6).zip(x) {
+            out[0] = fast_math::exp(v.min(80.0));
+            out[1] = fast_math::sigmoid(v);
+            out[2] = fast_math::tanh(v);
+            out[3] = fast_math::ln(v.abs() + 1e-3);
+            out[4] = fast_math::softplus(v);
+            out[5] = fast_math::erf(v) * v + v * v * 0.5 - 1.0;
+        }
+    }
+
+    /// The widest build `wide!` picks on this CPU gives the bits of the
+    /// baseline build, so a run is reproducible across machines.
+    #[test]
+    fn wide_build_gives_the_baseline_bits() {
+        let x = inputs();
+        let mut baseline = vec![0.0f32; 6 * x.len()];
+        activations(&x, &mut baseline);
+        let mut widest = vec![0.0f32; 6 * x.len()];
+        wide!(activations(&x, &mut widest));
+        for (index, (b, w)) in baseline.iter().zip(&widest).enumerate() {
+            assert_eq!(b.to_bits(), w.to_bits(), "value {index}: {b} vs {w}");
+        }
+    }
 }

@@ -12,6 +12,7 @@
 //! column sums in row order.
 use faer::Par;
 
+use crate::kernels::elementwise::wide;
 use crate::kernels::fast_math::{sigmoid, tanh};
 use crate::kernels::matmul::{Layout, gemm};
 use crate::kernels::scan::for_each_item;
@@ -508,8 +509,8 @@ fn lstm_block_backward(
 /// One LSTM step for every batch entry: `pre` (batch, 4 hidden) holds
 /// the pre-activations `[i f g o]` and receives the activations; the new
 /// cell states, their `tanh` and the hidden states go to `cells`,
-/// `tanh_cells` and `h` (batch, hidden). Compiled for AVX-512 where the
-/// CPU has it (plain arithmetic: the same bits either way).
+/// `tanh_cells` and `h` (batch, hidden). Compiled for the widest vectors
+/// the CPU has ([`wide!`]: plain arithmetic, the same bits either way).
 fn lstm_step_forward(
     pre: &mut [f32],
     c_prev: &[f32],
@@ -518,32 +519,9 @@ fn lstm_step_forward(
     h: &mut [f32],
     hidden: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            #[allow(unsafe_code)]
-            // SAFETY: the CPU has AVX-512F (detected just above), the only
-            // target feature of the function called.
-            unsafe {
-                lstm_step_forward_avx512(pre, c_prev, cells, tanh_cells, h, hidden);
-            }
-            return;
-        }
-    }
-    lstm_step_forward_body(pre, c_prev, cells, tanh_cells, h, hidden);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn lstm_step_forward_avx512(
-    pre: &mut [f32],
-    c_prev: &[f32],
-    cells: &mut [f32],
-    tanh_cells: &mut [f32],
-    h: &mut [f32],
-    hidden: usize,
-) {
-    lstm_step_forward_body(pre, c_prev, cells, tanh_cells, h, hidden);
+    wide!(lstm_step_forward_body(
+        pre, c_prev, cells, tanh_cells, h, hidden
+    ));
 }
 
 #[inline(always)]
@@ -627,33 +605,9 @@ fn lstm_step_backward(
     d: &mut [f32],
     hidden: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            #[allow(unsafe_code)]
-            // SAFETY: the CPU has AVX-512F (detected just above), the only
-            // target feature of the function called.
-            unsafe {
-                lstm_step_backward_avx512(act, tanh_cells, c_prev, dh, dc, d, hidden);
-            }
-            return;
-        }
-    }
-    lstm_step_backward_body(act, tanh_cells, c_prev, dh, dc, d, hidden);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn lstm_step_backward_avx512(
-    act: &[f32],
-    tanh_cells: &[f32],
-    c_prev: &[f32],
-    dh: &[f32],
-    dc: &mut [f32],
-    d: &mut [f32],
-    hidden: usize,
-) {
-    lstm_step_backward_body(act, tanh_cells, c_prev, dh, dc, d, hidden);
+    wide!(lstm_step_backward_body(
+        act, tanh_cells, c_prev, dh, dc, d, hidden
+    ));
 }
 
 #[inline(always)]
