@@ -196,7 +196,6 @@ pub fn zip_map(
 
 #[cfg(test)]
 mod tests {
-    use super::wide;
     use crate::kernels::fast_math;
 
     /// Values spread over the range the activations see, and past it.
