@@ -104,6 +104,13 @@ impl Tensor {
         Tensor::full(shape, 1.0)
     }
 
+    /// Whether an op on `inputs` is recorded for backward (gradients are
+    /// enabled and an input needs one): an op computes what only its
+    /// backward needs only then.
+    pub fn records_op(inputs: &[&Tensor]) -> bool {
+        autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad())
+    }
+
     /// The output of an op: recorded in the graph only when gradients are
     /// enabled and some input requires a gradient; otherwise a constant.
     ///
@@ -116,7 +123,7 @@ impl Tensor {
         op: impl Backward,
     ) -> Tensor {
         let shape = shape.into();
-        if autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) {
+        if Tensor::records_op(inputs) {
             let inputs = inputs.iter().map(|t| (*t).clone()).collect();
             Tensor::with_origin(
                 shape,
@@ -141,7 +148,7 @@ impl Tensor {
         op: impl Backward,
     ) -> Tensor {
         let shape = shape.into();
-        if autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) {
+        if Tensor::records_op(inputs) {
             let inputs = inputs.iter().map(|t| (*t).clone()).collect();
             Tensor::with_origin(
                 shape,

@@ -134,6 +134,15 @@ fn qrnn_fo_pool_values_and_gradients() {
             }
         }
         assert_close(qrnn_fo_pool(&gates).data(), &expected, "fo-pool");
+        // Without a gradient to record, the forward keeps nothing for the
+        // backward (another loop): the same bits.
+        let recorded = qrnn_fo_pool(&ops::Tensor::parameter(
+            gates.shape(),
+            gates.data().to_vec(),
+        ));
+        let constant = ops::autograd::no_grad(|| qrnn_fo_pool(&gates));
+        let bits = |t: &ops::Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&recorded), bits(&constant), "fo-pool without gradient");
         check(&[gates], |x| qrnn_fo_pool(&x[0]));
     }
 }

@@ -258,10 +258,24 @@ fn split_time_pieces<'a>(
     pieces
 }
 
+/// What [`fo_pool_forward`] returns: the output `h`, and what its backward
+/// needs when it was asked for (else both empty).
+#[derive(Debug)]
+pub struct FoPoolForward {
+    /// `h_t = o_t c_t`, (batch, time, hidden).
+    pub h: Vec<f32>,
+    /// The cell states `c_t`, (batch, time, hidden).
+    pub cells: Vec<f32>,
+    /// The activated gates `[tanh z, sigmoid f, sigmoid o]`, (batch, time,
+    /// 3 hidden): the backward needs no transcendental function again.
+    pub activations: Vec<f32>,
+}
+
 /// QRNN fo-pooling forward over (batch, time, hidden): `gates` holds the
 /// pre-activations `[z f o]` (batch, time, 3 hidden); with `z = tanh`,
 /// `f, o = sigmoid`, `c_t = f_t c_{t-1} + (1 - f_t) z_t` (`c_{-1} = 0`) and
-/// `h_t = o_t c_t`. Returns `h` and the cell states `c`, (batch, time, hidden).
+/// `h_t = o_t c_t`. Returns `h`, and with `for_backward` the cell states
+/// and the activated gates.
 ///
 /// # Panics
 /// When a slice's length does not match the dimensions.
@@ -270,7 +284,8 @@ pub fn fo_pool_forward(
     par: Par,
     gates: &[f32],
     (batch, time, hidden): (usize, usize, usize),
-) -> (Vec<f32>, Vec<f32>) {
+    for_backward: bool,
+) -> FoPoolForward {
     assert_eq!(
         gates.len(),
         batch * time * 3 * hidden,
@@ -278,82 +293,175 @@ pub fn fo_pool_forward(
     );
     let (n, seq) = (batch * time * hidden, time * hidden);
     if n == 0 {
-        return (Vec::new(), Vec::new());
+        return FoPoolForward {
+            h: Vec::new(),
+            cells: Vec::new(),
+            activations: Vec::new(),
+        };
     }
+    let kept = if for_backward { n } else { 0 };
     let mut h = Vec::with_capacity(n);
-    let mut c = Vec::with_capacity(n);
-    type Piece<'a> = (usize, (&'a mut [Uninit], &'a mut [Uninit]));
+    let mut cells = Vec::with_capacity(kept);
+    let mut activations = Vec::with_capacity(3 * kept);
+    type Piece<'a> = (
+        usize,
+        &'a mut [Uninit],
+        Option<(&'a mut [Uninit], &'a mut [Uninit])>,
+    );
+    let kept_pieces: Vec<Option<(&mut [Uninit], &mut [Uninit])>> = if for_backward {
+        cells.spare_capacity_mut()[..n]
+            .chunks_mut(seq)
+            .zip(activations.spare_capacity_mut()[..3 * n].chunks_mut(3 * seq))
+            .map(Some)
+            .collect()
+    } else {
+        (0..batch).map(|_| None).collect()
+    };
     let pieces: Vec<Piece<'_>> = h.spare_capacity_mut()[..n]
         .chunks_mut(seq)
-        .zip(c.spare_capacity_mut()[..n].chunks_mut(seq))
+        .zip(kept_pieces)
         .enumerate()
+        .map(|(bi, (h, kept))| (bi, h, kept))
         .collect();
-    for_each_item(par, pieces, |(bi, (h, c))| {
+    for_each_item(par, pieces, |(bi, h, kept)| {
         let g = &gates[bi * time * 3 * hidden..(bi + 1) * time * 3 * hidden];
-        wide!(fo_pool_forward_piece(h, c, g, hidden));
+        match kept {
+            Some((c, act)) => wide!(fo_pool_forward_piece(h, Some((c, act)), g, hidden)),
+            None => wide!(fo_pool_forward_piece(h, None, g, hidden)),
+        }
     });
     #[allow(unsafe_code)]
-    // SAFETY: the pieces cover `0..n` of both, and `fo_pool_forward_piece`
-    // writes every element of its `h` and `c` ((time, hidden) rows, one per
-    // (time, 3 hidden) row of gates, each row whole).
+    // SAFETY: the pieces cover `0..n` of `h` and, when kept, of `cells`
+    // (`0..3 n` of `activations`), and `fo_pool_forward_piece` writes every
+    // element of its pieces ((time, hidden) rows, one per (time, 3 hidden)
+    // row of gates, each row whole).
     unsafe {
         h.set_len(n);
-        c.set_len(n);
+        cells.set_len(kept);
+        activations.set_len(3 * kept);
     }
-    (h, c)
+    FoPoolForward {
+        h,
+        cells,
+        activations,
+    }
 }
 
 /// An output element not written yet.
 type Uninit = std::mem::MaybeUninit<f32>;
 
-/// [`fo_pool_forward`] for one batch entry: `h`, `c` (time, hidden),
+/// [`fo_pool_forward`] for one batch entry: `h` (time, hidden), and when
+/// kept the cells `c` (time, hidden) and activations (time, 3 hidden);
 /// `gates` (time, 3 hidden).
 #[inline(always)]
-fn fo_pool_forward_piece(h: &mut [Uninit], c: &mut [Uninit], gates: &[f32], hidden: usize) {
-    assert!(
-        h.len() == c.len() && gates.len() == 3 * h.len(),
-        "fo_pool: piece lengths"
-    );
+fn fo_pool_forward_piece(
+    h: &mut [Uninit],
+    mut kept: Option<(&mut [Uninit], &mut [Uninit])>,
+    gates: &[f32],
+    hidden: usize,
+) {
+    assert!(gates.len() == 3 * h.len(), "fo_pool: piece lengths");
+    if let Some((c, act)) = &kept {
+        assert!(
+            c.len() == h.len() && act.len() == gates.len(),
+            "fo_pool: piece lengths"
+        );
+    }
     let mut state = vec![0.0f32; hidden];
-    for ((g, h_t), c_t) in gates
+    for (t, (g, h_t)) in gates
         .chunks_exact(3 * hidden)
         .zip(h.chunks_exact_mut(hidden))
-        .zip(c.chunks_exact_mut(hidden))
+        .enumerate()
     {
         let (z, rest) = g.split_at(hidden);
         let (f, o) = rest.split_at(hidden);
-        for (((((s, &z), &f), &o), c), h) in state
-            .iter_mut()
-            .zip(z)
-            .zip(f)
-            .zip(o)
-            .zip(c_t.iter_mut())
-            .zip(h_t.iter_mut())
-        {
-            let (z, f, o) = (fm::tanh(z), fm::sigmoid(f), fm::sigmoid(o));
-            *s = f * *s + (1.0 - f) * z;
-            c.write(*s);
-            h.write(o * *s);
+        match &mut kept {
+            Some((c, act)) => {
+                let c_t = &mut c[t * hidden..(t + 1) * hidden];
+                let act_t = &mut act[t * 3 * hidden..(t + 1) * 3 * hidden];
+                let (z_act, rest) = act_t.split_at_mut(hidden);
+                let (f_act, o_act) = rest.split_at_mut(hidden);
+                fo_pool_forward_row((z, f, o), &mut state, h_t, Some((c_t, z_act, f_act, o_act)));
+            }
+            None => fo_pool_forward_row((z, f, o), &mut state, h_t, None),
+        }
+    }
+}
+
+/// One time step of [`fo_pool_forward_piece`] (a function of its own so
+/// that its slices are known not to alias, also when inlined).
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+fn fo_pool_forward_row(
+    (z, f, o): (&[f32], &[f32], &[f32]),
+    state: &mut [f32],
+    h: &mut [Uninit],
+    kept: Option<(&mut [Uninit], &mut [Uninit], &mut [Uninit], &mut [Uninit])>,
+) {
+    let hidden = state.len();
+    let (z, f, o, h) = (&z[..hidden], &f[..hidden], &o[..hidden], &mut h[..hidden]);
+    match kept {
+        Some((c, z_act, f_act, o_act)) => {
+            let (c, z_act, f_act, o_act) = (
+                &mut c[..hidden],
+                &mut z_act[..hidden],
+                &mut f_act[..hidden],
+                &mut o_act[..hidden],
+            );
+            // Two loops of few streams each: one loop writing all seven
+            // did not vectorize.
+            for j in 0..hidden {
+                z_act[j].write(fm::tanh(z[j]));
+                f_act[j].write(fm::sigmoid(f[j]));
+                o_act[j].write(fm::sigmoid(o[j]));
+            }
+            #[allow(unsafe_code)]
+            // SAFETY: the loop above wrote every element of the three.
+            let (zs, fs, os) = unsafe {
+                (
+                    z_act.assume_init_ref(),
+                    f_act.assume_init_ref(),
+                    o_act.assume_init_ref(),
+                )
+            };
+            for j in 0..hidden {
+                let s = fs[j] * state[j] + (1.0 - fs[j]) * zs[j];
+                state[j] = s;
+                c[j].write(s);
+                h[j].write(os[j] * s);
+            }
+        }
+        None => {
+            for j in 0..hidden {
+                let (zj, fj, oj) = (fm::tanh(z[j]), fm::sigmoid(f[j]), fm::sigmoid(o[j]));
+                let s = fj * state[j] + (1.0 - fj) * zj;
+                state[j] = s;
+                h[j].write(oj * s);
+            }
         }
     }
 }
 
 /// Backward of [`fo_pool_forward`]: the gradient with respect to `gates`
-/// (pre-activations), given `gates`, the cell states `c` and the gradient
-/// `grad_h` of the output.
+/// (pre-activations), given the activated gates and the cell states `c`
+/// kept by the forward, and the gradient `grad_h` of the output.
 ///
 /// # Panics
 /// When a slice's length does not match the dimensions.
 #[track_caller]
 pub fn fo_pool_backward(
     par: Par,
-    gates: &[f32],
+    activations: &[f32],
     c: &[f32],
     grad_h: &[f32],
     (batch, time, hidden): (usize, usize, usize),
 ) -> Vec<f32> {
     let n = batch * time * hidden;
-    assert_eq!(gates.len(), 3 * n, "fo_pool_backward: gates length");
+    assert_eq!(
+        activations.len(),
+        3 * n,
+        "fo_pool_backward: activations length"
+    );
     assert_eq!(c.len(), n, "fo_pool_backward: cell length");
     assert_eq!(grad_h.len(), n, "fo_pool_backward: output gradient length");
     if n == 0 {
@@ -366,12 +474,12 @@ pub fn fo_pool_backward(
         .collect();
     for_each_item(par, pieces, |(bi, dg)| {
         let (seq, gate_seq) = (time * hidden, time * 3 * hidden);
-        let gates = &gates[bi * gate_seq..(bi + 1) * gate_seq];
+        let activations = &activations[bi * gate_seq..(bi + 1) * gate_seq];
         let (c, grad_h) = (
             &c[bi * seq..(bi + 1) * seq],
             &grad_h[bi * seq..(bi + 1) * seq],
         );
-        wide!(fo_pool_backward_piece(dg, gates, c, grad_h, hidden));
+        wide!(fo_pool_backward_piece(dg, activations, c, grad_h, hidden));
     });
     #[allow(unsafe_code)]
     // SAFETY: the pieces cover `0..3 n`, and `fo_pool_backward_piece` writes
@@ -382,27 +490,27 @@ pub fn fo_pool_backward(
     grad_gates
 }
 
-/// [`fo_pool_backward`] for one batch entry: `dg`, `gates` (time,
+/// [`fo_pool_backward`] for one batch entry: `dg`, `activations` (time,
 /// 3 hidden), `c`, `grad_h` (time, hidden).
 #[inline(always)]
 fn fo_pool_backward_piece(
     dg: &mut [Uninit],
-    gates: &[f32],
+    activations: &[f32],
     c: &[f32],
     grad_h: &[f32],
     hidden: usize,
 ) {
     let time = c.len() / hidden;
     assert!(
-        dg.len() == 3 * c.len() && gates.len() == dg.len() && grad_h.len() == c.len(),
+        dg.len() == 3 * c.len() && activations.len() == dg.len() && grad_h.len() == c.len(),
         "fo_pool_backward: piece lengths"
     );
     // dc carried from t+1: f_{t+1} * dc_{t+1}
     let mut carried = vec![0.0f32; hidden];
     let zeros = vec![0.0f32; hidden];
     for t in (0..time).rev() {
-        let g = &gates[t * 3 * hidden..(t + 1) * 3 * hidden];
-        let (z, rest) = g.split_at(hidden);
+        let act = &activations[t * 3 * hidden..(t + 1) * 3 * hidden];
+        let (z, rest) = act.split_at(hidden);
         let (f, o) = rest.split_at(hidden);
         let row = t * hidden;
         let c_t = &c[row..row + hidden];
@@ -427,7 +535,8 @@ fn fo_pool_backward_piece(
 }
 
 /// One time step of [`fo_pool_backward_piece`] (a function of its own so
-/// that its slices are known not to alias, also when inlined).
+/// that its slices are known not to alias, also when inlined): `z`, `f`,
+/// `o` are the activated gates.
 #[allow(clippy::type_complexity)]
 #[inline(always)]
 fn fo_pool_backward_row(
@@ -447,7 +556,7 @@ fn fo_pool_backward_row(
         &mut do_out[..hidden],
     );
     for j in 0..hidden {
-        let (zj, fj, oj) = (fm::tanh(z[j]), fm::sigmoid(f[j]), fm::sigmoid(o[j]));
+        let (zj, fj, oj) = (z[j], f[j], o[j]);
         let d_o = dh[j] * c_t[j];
         let dc = dh[j] * oj + carried[j];
         let df = dc * (c_prev[j] - zj);

@@ -153,17 +153,28 @@ pub fn qrnn_fo_pool(gates: &Tensor) -> Tensor {
         gates.shape()
     );
     let hidden = three_hidden / 3;
-    let (h, c) = fo_pool_forward(current_parallelism(), gates.data(), (batch, time, hidden));
+    let forward = fo_pool_forward(
+        current_parallelism(),
+        gates.data(),
+        (batch, time, hidden),
+        Tensor::records_op(&[gates]),
+    );
     Tensor::from_op(
         [batch, time, hidden],
-        h,
+        forward.h,
         &[gates],
-        FoPoolBackward { cells: c },
+        FoPoolBackward {
+            cells: forward.cells,
+            activations: forward.activations,
+        },
     )
 }
 
+/// What the backward of [`qrnn_fo_pool`] keeps from its forward: the cell
+/// states and the activated gates.
 struct FoPoolBackward {
     cells: Vec<f32>,
+    activations: Vec<f32>,
 }
 
 impl Backward for FoPoolBackward {
@@ -176,7 +187,7 @@ impl Backward for FoPoolBackward {
         let (batch, time, hidden) = dims3(output, "qrnn_fo_pool", "output");
         let dg = fo_pool_backward(
             current_parallelism(),
-            gates.data(),
+            &self.activations,
             &self.cells,
             grad.data(),
             (batch, time, hidden),
