@@ -263,17 +263,18 @@ impl Tensor {
         );
         let rows = self.numel() / in_features.max(1);
         let out_shape = self.shape().with_dim(-1, out_features);
-        let mut out = vec![0.0; rows * out_features];
-        if let Some(bias) = bias {
-            assert_eq!(
-                bias.dims(),
-                [out_features],
-                "linear: bias must be ({out_features})"
-            );
-            for row in out.chunks_exact_mut(out_features.max(1)) {
-                row.copy_from_slice(bias.data());
+        // The product accumulates onto the bias rows (no zeroing first).
+        let mut out = match bias {
+            Some(bias) => {
+                assert_eq!(
+                    bias.dims(),
+                    [out_features],
+                    "linear: bias must be ({out_features})"
+                );
+                bias.data().repeat(rows)
             }
-        }
+            None => vec![0.0; rows * out_features],
+        };
         gemm(
             &mut out,
             bias.is_some(),
