@@ -71,10 +71,8 @@ pub struct RecurrentGrads {
 /// projection of every time step at once.
 fn project(par: Par, x: &[f32], w: &[f32], bias: &[f32], rows: usize, input: usize) -> Vec<f32> {
     let out = bias.len();
-    let mut dst = vec![0.0; rows * out];
-    for row in dst.chunks_exact_mut(out.max(1)) {
-        row.copy_from_slice(bias);
-    }
+    // The product accumulates onto the bias rows (no zeroing first).
+    let mut dst = bias.repeat(rows);
     gemm(
         &mut dst,
         true,
@@ -216,18 +214,24 @@ pub struct LstmCache {
 /// or back when `back`.
 fn reorder(src: &[f32], (batch, time, width): (usize, usize, usize), back: bool) -> Vec<f32> {
     debug_assert_eq!(src.len(), batch * time * width);
-    let mut dst = vec![0.0; src.len()];
+    // Rows are appended in the destination's order (nothing is zeroed first).
+    let mut dst = Vec::with_capacity(src.len());
     for (b0, b1) in batch_blocks(batch) {
-        for b in b0..b1 {
+        let blocked = |b: usize, t: usize| (b0 * time + t * (b1 - b0) + (b - b0)) * width;
+        let plain = |b: usize, t: usize| (b * time + t) * width;
+        if back {
+            for b in b0..b1 {
+                for t in 0..time {
+                    let from = blocked(b, t);
+                    dst.extend_from_slice(&src[from..from + width]);
+                }
+            }
+        } else {
             for t in 0..time {
-                let plain = (b * time + t) * width;
-                let blocked = (b0 * time + t * (b1 - b0) + (b - b0)) * width;
-                let (to, from) = if back {
-                    (plain, blocked)
-                } else {
-                    (blocked, plain)
-                };
-                dst[to..to + width].copy_from_slice(&src[from..from + width]);
+                for b in b0..b1 {
+                    let from = plain(b, t);
+                    dst.extend_from_slice(&src[from..from + width]);
+                }
             }
         }
     }
