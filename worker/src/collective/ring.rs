@@ -18,7 +18,7 @@ use protocol::message::{ChunkHeader, PeerHello, PeerMessage, StateHeader};
 use protocol::transport::{
     self, FrameReader, Identity, TransportTuning, client_config, peer_server_config, write_frame,
 };
-use protocol::{Fingerprint, Frame, ProtocolError};
+use protocol::{Fingerprint, Frame, Payload, ProtocolError};
 
 use tokio::sync::mpsc;
 
@@ -653,7 +653,7 @@ fn timed_out(what: &'static str, member: usize, timeout: Duration) -> Collective
 async fn send_frame(
     send: &mut quinn::SendStream,
     message: &PeerMessage,
-    payload: Bytes,
+    payload: impl Into<Payload>,
     member: usize,
     timeout: Duration,
 ) -> Result<(), CollectiveError> {
@@ -741,7 +741,7 @@ async fn drive(
         };
         let mut results: Vec<Option<(Reduced, Duration)>> = (0..count).map(|_| None).collect();
         let mut active: Vec<Reduction> = Vec::with_capacity(in_flight);
-        let mut early: Vec<(ChunkHeader, Bytes)> = Vec::new();
+        let mut early: Vec<(ChunkHeader, Payload)> = Vec::new();
         let mut started = 0usize;
         let mut completed = 0usize;
         let mut out = Vec::new();
@@ -897,7 +897,9 @@ async fn distributed_broadcast(
                 ),
             });
         }
-        data.extend_from_slice(&frame.payload);
+        for piece in frame.payload.pieces() {
+            data.extend_from_slice(piece);
+        }
         let done = data.len() as u64 == state.total_bytes;
         if forward {
             let message = frame.message.clone();
