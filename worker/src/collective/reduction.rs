@@ -15,7 +15,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use protocol::message::{ChunkHeader, CollectivePhase};
-use protocol::tensor::{add_f32_le_payload, f32_from_le_payload, f32_to_le_bytes};
+use protocol::tensor::{PayloadPool, add_f32_le_payload, f32_from_le_payload};
 use protocol::{Payload, ProtocolError};
 
 use super::CollectiveError;
@@ -138,6 +138,9 @@ pub(crate) struct Reduction {
     remaining: usize,
     progress: BucketProgress,
     plan: Plan,
+    /// Buffers of the payloads it encodes (shared with the ring's other
+    /// reductions).
+    payloads: PayloadPool,
 }
 
 /// What [`Reduction::finish`] gives back.
@@ -152,7 +155,8 @@ impl Reduction {
     /// The all-reduce `sequence` of `gradients` (one buffer per hosted
     /// virtual rank) by `algorithm` (not `Auto`), on a ring of two or more
     /// workers, buckets of `bucket_elements` values cut into frames of at
-    /// most `piece_elements`.
+    /// most `piece_elements`, its payloads encoded into buffers of
+    /// `payloads`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         algorithm: AllReduceAlgorithm,
@@ -162,6 +166,7 @@ impl Reduction {
         piece_elements: usize,
         sequence: u64,
         gradients: Vec<Vec<f32>>,
+        payloads: PayloadPool,
         now: Instant,
     ) -> Self {
         let workers = layout.workers();
@@ -232,6 +237,7 @@ impl Reduction {
             remaining,
             progress,
             plan,
+            payloads,
         }
     }
 
@@ -282,7 +288,8 @@ impl Reduction {
                                 piece.range.clone(),
                             );
                         }
-                        let payload = f32_to_le_bytes(&self.gradients[slot][piece.range.clone()]);
+                        let values = &self.gradients[slot][piece.range.clone()];
+                        let payload = self.payloads.encode_f32(values);
                         let phase = CollectivePhase::ReduceScatter;
                         out.push((chunk_header(sequence, phase, &piece.range), payload.into()));
                     }
@@ -296,7 +303,7 @@ impl Reduction {
                             virtual_rank: rank as u32,
                         };
                         let header = chunk_header(sequence, phase, &piece.range);
-                        out.push((header, f32_to_le_bytes(values).into()));
+                        out.push((header, self.payloads.encode_f32(values).into()));
                     }
                 }
             }
@@ -391,7 +398,7 @@ impl Reduction {
                     } else {
                         CollectivePhase::ReduceScatter
                     };
-                    let sum = f32_to_le_bytes(&gradients[0][range.clone()]);
+                    let sum = self.payloads.encode_f32(&gradients[0][range.clone()]);
                     out.push((chunk_header(self.sequence, phase, &range), sum.into()));
                 } else {
                     if !std::mem::take(&mut awaiting_final[index]) {
@@ -528,7 +535,18 @@ mod tests {
                     .hosted(worker)
                     .map(|rank| values(rank, len))
                     .collect();
-                Reduction::new(algorithm, &layout, worker, 1 << 20, 7, 42, gradients, now)
+                let payloads = PayloadPool::new();
+                Reduction::new(
+                    algorithm,
+                    &layout,
+                    worker,
+                    1 << 20,
+                    7,
+                    42,
+                    gradients,
+                    payloads,
+                    now,
+                )
             })
             .collect()
     }

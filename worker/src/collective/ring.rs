@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protocol::message::{ChunkHeader, PeerHello, PeerMessage, StateHeader};
+use protocol::tensor::PayloadPool;
 use protocol::transport::{
     self, FrameReader, Identity, TransportTuning, client_config, peer_server_config, write_frame,
 };
@@ -192,6 +193,9 @@ pub struct RingSpec {
 }
 
 struct Links {
+    /// Buffers of the payloads sent to the next member, reused from one
+    /// all-reduce to the next.
+    payloads: PayloadPool,
     next_connection: quinn::Connection,
     to_next: quinn::SendStream,
     previous_connection: quinn::Connection,
@@ -314,6 +318,7 @@ impl Ring {
             config,
             sequence: 0,
             links: Some(Links {
+                payloads: PayloadPool::new(),
                 next_connection,
                 to_next,
                 previous_connection,
@@ -716,6 +721,7 @@ async fn drive(
     let hosted = layout.hosted(me).len();
     let timeout = config.timeout;
     let Links {
+        payloads,
         to_next,
         from_previous,
         ..
@@ -772,6 +778,7 @@ async fn drive(
                         config.piece_elements,
                         sequence,
                         buffers,
+                        payloads.clone(),
                         now,
                     );
                     reduction.start(&mut out);
