@@ -134,7 +134,7 @@ async fn serve_worker(
     let mut reader = registered.reader;
     loop {
         let (message, payload) = match reader.next().await {
-            Ok(Some(frame)) => (frame.message, frame.payload),
+            Ok(Some(frame)) => (frame.message, frame.payload.into_bytes()),
             Ok(None) => break,
             Err(error) => {
                 // A worker that leaves closes with the normal code (SIGTERM,

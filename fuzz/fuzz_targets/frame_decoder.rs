@@ -3,6 +3,7 @@
 //! and however they are split.
 #![no_main]
 
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use protocol::codec;
 use protocol::frame::FrameDecoder;
@@ -10,11 +11,19 @@ use protocol::message::{CoordinatorMessage, PeerMessage, WorkerMessage};
 
 fn drain<M: codec::Message>(data: &[u8], split: usize) {
     let mut decoder = FrameDecoder::<M>::new(1 << 20);
+    let shared = Bytes::copy_from_slice(data);
+    let mut start = 0;
     for piece in data.chunks(split) {
-        decoder.push(piece);
+        // The pieces are slices of one buffer, as quinn's chunks are.
+        decoder.push_bytes(shared.slice(start..start + piece.len()));
+        start += piece.len();
         loop {
             match decoder.poll() {
-                Ok(Some(_)) => continue,
+                Ok(Some(frame)) => {
+                    let joined = frame.payload.clone().into_bytes();
+                    assert_eq!(joined.len(), frame.payload.len());
+                    continue;
+                }
                 Ok(None) => break,
                 Err(_) => return,
             }

@@ -11,16 +11,21 @@
 //! ```
 //!
 //! [`FrameDecoder`] takes bytes in whatever pieces the transport delivers
-//! ([`FrameDecoder::push`]) and hands out whole frames ([`FrameDecoder::poll`]).
-//! The length is checked against the limit as soon as its four bytes are in,
-//! before anything of the body is buffered. After an error the stream is out
-//! of step and must be closed.
+//! ([`FrameDecoder::push_bytes`]) and hands out whole frames
+//! ([`FrameDecoder::poll`]). It keeps the pieces as they came (a rope) and
+//! hands a frame's payload out as slices of them ([`Payload`]): the payload
+//! bytes are never copied. Only a header or message cut between pieces is
+//! gathered into a small contiguous buffer. The length is checked against
+//! the limit as soon as its four bytes are in, before anything of the body is
+//! buffered. After an error the stream is out of step and must be closed.
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::ProtocolError;
 use crate::codec::{self, Message};
+use crate::payload::Payload;
 
 /// Version written into every frame; frames of another version are refused.
 pub const PROTOCOL_VERSION: u16 = 2;
@@ -38,8 +43,8 @@ const FIXED_HEADER_BYTES: usize = 2 + 4;
 pub struct Frame<M> {
     /// The message section.
     pub message: M,
-    /// The payload section (possibly empty).
-    pub payload: Bytes,
+    /// The payload section (possibly empty), as the pieces it arrived in.
+    pub payload: Payload,
 }
 
 /// Encodes the prefix, header and message of a frame whose payload of
@@ -74,7 +79,10 @@ pub fn encode_frame<M: Message>(message: &M, payload: &[u8]) -> Result<Vec<u8>, 
 /// Incremental decoder of frames carrying messages of type `M`.
 #[derive(Debug)]
 pub struct FrameDecoder<M> {
-    buffer: BytesMut,
+    /// Bytes received and not yet handed out, in order; none empty.
+    pieces: VecDeque<Bytes>,
+    /// Total bytes of `pieces`.
+    buffered: usize,
     max_frame_bytes: u32,
     message_type: PhantomData<fn() -> M>,
 }
@@ -89,20 +97,30 @@ impl<M: Message> FrameDecoder<M> {
     /// A decoder that refuses frames whose `length` field exceeds `max_frame_bytes`.
     pub fn new(max_frame_bytes: u32) -> Self {
         Self {
-            buffer: BytesMut::new(),
+            pieces: VecDeque::new(),
+            buffered: 0,
             max_frame_bytes,
             message_type: PhantomData,
         }
     }
 
-    /// Adds bytes received from the transport.
+    /// Adds bytes received from the transport, keeping them as they are:
+    /// payloads handed out later are slices of them.
+    pub fn push_bytes(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.buffered += bytes.len();
+            self.pieces.push_back(bytes);
+        }
+    }
+
+    /// Adds a copy of `bytes` (for callers that hold no [`Bytes`]).
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buffer.extend_from_slice(bytes);
+        self.push_bytes(Bytes::copy_from_slice(bytes));
     }
 
     /// Bytes received but not yet handed out as frames.
     pub fn buffered_len(&self) -> usize {
-        self.buffer.len()
+        self.buffered
     }
 
     /// The next whole frame, `Ok(None)` if more bytes are needed, or the
@@ -111,42 +129,42 @@ impl<M: Message> FrameDecoder<M> {
         let Some(length) = self.announced_length()? else {
             return Ok(None);
         };
-        if self.buffer.len() >= LENGTH_BYTES + FIXED_HEADER_BYTES {
-            let version = u16::from_le_bytes([self.buffer[4], self.buffer[5]]);
-            if version != PROTOCOL_VERSION {
-                return Err(ProtocolError::UnknownVersion {
-                    found: version,
-                    supported: PROTOCOL_VERSION,
-                });
-            }
-        }
-        let total = LENGTH_BYTES + length as usize;
-        if self.buffer.len() < total {
-            // Reserve once for the whole frame so large payloads do not
-            // reallocate piece by piece.
-            self.buffer.reserve(total - self.buffer.len());
+        let mut header = [0u8; LENGTH_BYTES + FIXED_HEADER_BYTES];
+        if !self.peek(&mut header) {
             return Ok(None);
         }
-        let mut frame = self.buffer.split_to(total);
-        frame.advance(LENGTH_BYTES + 2);
-        let message_length = frame.get_u32_le() as usize;
-        if message_length > frame.len() {
+        let version = u16::from_le_bytes([header[4], header[5]]);
+        if version != PROTOCOL_VERSION {
+            return Err(ProtocolError::UnknownVersion {
+                found: version,
+                supported: PROTOCOL_VERSION,
+            });
+        }
+        let total = LENGTH_BYTES + length as usize;
+        if self.buffered < total {
+            return Ok(None);
+        }
+        let message_length = u32::from_le_bytes([header[6], header[7], header[8], header[9]]);
+        let message_length = message_length as usize;
+        let body = total - header.len();
+        if message_length > body {
             return Err(ProtocolError::Undecodable {
                 what: "frame header",
                 reason: format!(
-                    "message length {message_length} exceeds the {} bytes left in the frame",
-                    frame.len()
+                    "message length {message_length} exceeds the {body} bytes left in the frame"
                 ),
             });
         }
-        let payload = frame.split_off(message_length).freeze();
-        let message = codec::decode::<M>(&frame)?;
+        self.take(header.len());
+        let message = self.take(message_length);
+        let message = codec::decode::<M>(&message.into_bytes())?;
+        let payload = self.take(body - message_length);
         Ok(Some(Frame { message, payload }))
     }
 
     /// Call when the stream has ended: an error if it ended inside a frame.
     pub fn finish(&self) -> Result<(), ProtocolError> {
-        if self.buffer.is_empty() {
+        if self.buffered == 0 {
             return Ok(());
         }
         let expected = match self.announced_length() {
@@ -155,20 +173,54 @@ impl<M: Message> FrameDecoder<M> {
         };
         Err(ProtocolError::Truncated {
             expected,
-            received: self.buffer.len() as u64,
+            received: self.buffered as u64,
         })
     }
 
+    /// Copies the first `out.len()` buffered bytes into `out`; false (and
+    /// `out` unspecified) if fewer are buffered.
+    fn peek(&self, out: &mut [u8]) -> bool {
+        if self.buffered < out.len() {
+            return false;
+        }
+        let mut filled = 0;
+        for piece in &self.pieces {
+            if filled == out.len() {
+                break;
+            }
+            let take = (out.len() - filled).min(piece.len());
+            out[filled..filled + take].copy_from_slice(&piece[..take]);
+            filled += take;
+        }
+        true
+    }
+
+    /// Removes the first `count` buffered bytes (at most `buffered`) and
+    /// gives them as slices of the pieces.
+    fn take(&mut self, count: usize) -> Payload {
+        debug_assert!(count <= self.buffered);
+        self.buffered -= count;
+        let mut left = count;
+        let mut taken = Payload::new();
+        while left > 0 {
+            let front = self.pieces.front_mut().expect("count is at most buffered");
+            if front.len() <= left {
+                left -= front.len();
+                taken.push(self.pieces.pop_front().expect("a front piece"));
+            } else {
+                taken.push(front.split_to(left));
+                left = 0;
+            }
+        }
+        taken
+    }
+
     fn announced_length(&self) -> Result<Option<u32>, ProtocolError> {
-        if self.buffer.len() < LENGTH_BYTES {
+        let mut prefix = [0u8; LENGTH_BYTES];
+        if !self.peek(&mut prefix) {
             return Ok(None);
         }
-        let length = u32::from_le_bytes([
-            self.buffer[0],
-            self.buffer[1],
-            self.buffer[2],
-            self.buffer[3],
-        ]);
+        let length = u32::from_le_bytes(prefix);
         if length > self.max_frame_bytes {
             return Err(ProtocolError::FrameTooLarge {
                 length: u64::from(length),

@@ -1,11 +1,13 @@
 //! Frames and the incremental decoder, from the user's side: round trips,
 //! arbitrary splits, and each kind of bad input reported as its own error.
 use bytes::Bytes;
-use protocol::ProtocolError;
 use protocol::codec;
 use protocol::frame::{Frame, FrameDecoder, MAX_FRAME_BYTES, PROTOCOL_VERSION, encode_frame};
 use protocol::message::*;
-use protocol::tensor::{add_f32_le_bytes, f32_from_le_bytes, f32_to_le_bytes};
+use protocol::tensor::{
+    add_f32_le_bytes, add_f32_le_payload, f32_from_le_bytes, f32_from_le_payload, f32_to_le_bytes,
+};
+use protocol::{Payload, ProtocolError};
 
 fn sample_messages() -> Vec<PeerMessage> {
     vec![
@@ -60,7 +62,7 @@ fn frames_round_trip_whatever_the_split() {
         stream.extend(encode_frame(&message, payload).unwrap());
         expected.push(Frame {
             message,
-            payload: Bytes::from(payload.clone()),
+            payload: Payload::from(payload.clone()),
         });
     }
     for split in [1, 2, 3, 7, 63, 64, 65, stream.len()] {
@@ -287,4 +289,164 @@ fn tensor_payloads_are_little_endian_f32() {
             expected_values: 2
         })
     ));
+}
+
+/// Decodes `bytes` pushed as shared pieces cut at `cuts` (increasing offsets).
+fn decode_pieces(bytes: &Bytes, cuts: &[usize]) -> Result<Vec<Frame<PeerMessage>>, ProtocolError> {
+    let mut decoder = FrameDecoder::<PeerMessage>::default();
+    let mut frames = Vec::new();
+    let mut start = 0;
+    for &end in cuts.iter().chain([&bytes.len()]) {
+        decoder.push_bytes(bytes.slice(start..end));
+        start = end;
+        while let Some(frame) = decoder.poll()? {
+            frames.push(frame);
+        }
+    }
+    decoder.finish()?;
+    assert_eq!(decoder.buffered_len(), 0);
+    Ok(frames)
+}
+
+fn tensor_values(count: usize) -> Vec<f32> {
+    (0..count)
+        .map(|i| (i as f32 - 7.5) * 0.37 + if i % 3 == 0 { 1e-40 } else { 0.0 })
+        .collect()
+}
+
+#[test]
+fn payloads_cut_at_every_offset_give_the_same_values() {
+    let values = tensor_values(9);
+    let bytes = Bytes::from(f32_to_le_bytes(&values));
+    let base: Vec<f32> = (0..values.len()).map(|i| i as f32 * 1.25 - 3.0).collect();
+    let mut expected_sum = base.clone();
+    add_f32_le_bytes(&bytes, &mut expected_sum).unwrap();
+    let check = |payload: &Payload, what: &str| {
+        let mut decoded = vec![0.0f32; values.len()];
+        f32_from_le_payload(payload, &mut decoded).unwrap();
+        assert_eq!(
+            decoded.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{what}"
+        );
+        let mut sum = base.clone();
+        add_f32_le_payload(payload, &mut sum).unwrap();
+        assert_eq!(
+            sum.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            expected_sum.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{what}"
+        );
+    };
+    // One cut at every offset, two cuts at every pair of offsets.
+    for first in 0..=bytes.len() {
+        check(
+            &Payload::from_pieces([bytes.slice(..first), bytes.slice(first..)]),
+            &format!("cut at {first}"),
+        );
+        for second in first..=bytes.len() {
+            let payload = Payload::from_pieces([
+                bytes.slice(..first),
+                bytes.slice(first..second),
+                bytes.slice(second..),
+            ]);
+            check(&payload, &format!("cuts at {first} and {second}"));
+        }
+    }
+    // Pieces of every size.
+    for size in 1..=bytes.len() {
+        check(
+            &Payload::from(bytes.clone()).recut(size),
+            &format!("pieces of {size}"),
+        );
+    }
+    // A length that does not match is an error, whatever the cut.
+    let short = Payload::from_pieces([bytes.slice(..5), bytes.slice(5..bytes.len() - 1)]);
+    let mut out = vec![0.0f32; values.len()];
+    assert!(matches!(
+        f32_from_le_payload(&short, &mut out),
+        Err(ProtocolError::TensorPayloadMismatch {
+            bytes: 35,
+            expected_values: 9
+        })
+    ));
+    assert!(matches!(
+        add_f32_le_payload(&short, &mut out),
+        Err(ProtocolError::TensorPayloadMismatch {
+            bytes: 35,
+            expected_values: 9
+        })
+    ));
+}
+
+#[test]
+fn frames_pushed_as_pieces_cut_anywhere_decode_alike_without_copying_payloads() {
+    let payloads: Vec<Vec<u8>> = vec![
+        f32_to_le_bytes(&tensor_values(5)),
+        vec![],
+        vec![9],
+        f32_to_le_bytes(&tensor_values(3)),
+    ];
+    let mut stream = Vec::new();
+    let mut expected = Vec::new();
+    for (index, message) in sample_messages().into_iter().enumerate() {
+        let payload = &payloads[index % payloads.len()];
+        stream.extend(encode_frame(&message, payload).unwrap());
+        expected.push(Frame {
+            message,
+            payload: Payload::from(payload.clone()),
+        });
+    }
+    let stream = Bytes::from(stream);
+    let range = stream.as_ptr_range();
+    for first in 0..=stream.len() {
+        for second in (first..=stream.len()).step_by(7) {
+            let frames = decode_pieces(&stream, &[first, second]).unwrap();
+            assert_eq!(frames, expected, "cuts at {first} and {second}");
+            // Every payload piece points into the pushed bytes: no copy.
+            for frame in &frames {
+                for piece in frame.payload.pieces() {
+                    assert!(
+                        range.contains(&piece.as_ptr()),
+                        "cuts at {first} and {second}"
+                    );
+                }
+            }
+        }
+    }
+    // A payload that arrived in one piece is handed out as that piece.
+    let frames = decode_pieces(&stream, &[]).unwrap();
+    assert!(frames.iter().all(|frame| frame.payload.pieces().len() <= 1));
+}
+
+#[test]
+fn errors_are_the_same_when_pushed_as_shared_pieces() {
+    // Unknown version, a message length beyond the frame, and truncation,
+    // with the header cut at every offset.
+    let mut bad_version = frame_bytes();
+    bad_version[4..6].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
+    let mut bad_length = frame_bytes();
+    bad_length[6..10].copy_from_slice(&1000u32.to_le_bytes());
+    let bad_version = Bytes::from(bad_version);
+    let bad_length = Bytes::from(bad_length);
+    let whole = Bytes::from(frame_bytes());
+    for cut in 0..=whole.len() {
+        assert!(matches!(
+            decode_pieces(&bad_version, &[cut]),
+            Err(ProtocolError::UnknownVersion { .. })
+        ));
+        assert!(matches!(
+            decode_pieces(&bad_length, &[cut]),
+            Err(ProtocolError::Undecodable {
+                what: "frame header",
+                ..
+            })
+        ));
+        let truncated = whole.slice(..whole.len() - 1);
+        let error = decode_pieces(&truncated, &[cut.min(truncated.len())]).unwrap_err();
+        assert!(matches!(
+            error,
+            ProtocolError::Truncated { expected, received }
+                if expected == whole.len() as u64 && received == truncated.len() as u64
+        ));
+    }
 }

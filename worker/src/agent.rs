@@ -366,7 +366,7 @@ impl Agent {
                 }
                 Event::Message(Ok(Some(frame))) => {
                     last_heard = Instant::now();
-                    self.handle(frame.message, frame.payload);
+                    self.handle(frame.message, frame.payload.into_bytes());
                 }
                 Event::Message(Ok(None)) => {
                     break SessionEnd::Lost("the coordinator closed the connection".to_string());

@@ -1,22 +1,31 @@
 //! Frames on QUIC streams: [`write_frame`] sends one without copying its
-//! payload, [`FrameReader`] feeds a [`FrameDecoder`] from a receive stream.
+//! payload, [`FrameReader`] feeds a [`FrameDecoder`] from a receive stream
+//! with the chunks quinn hands out (no copy either).
 use bytes::Bytes;
 
 use crate::codec::Message;
 use crate::frame::{FrameDecoder, encode_frame_head};
-use crate::{Frame, ProtocolError};
+use crate::{Frame, Payload, ProtocolError};
 
-/// Sends one frame: `message`, then `payload` as the raw payload section.
+/// Most chunks taken from quinn in one read.
+const CHUNKS_PER_READ: usize = 32;
+
+/// Sends one frame: `message`, then `payload` (a [`Bytes`] or a received
+/// [`Payload`], sent piece by piece) as the raw payload section.
 pub async fn write_frame<M: Message>(
     send: &mut quinn::SendStream,
     message: &M,
-    payload: Bytes,
+    payload: impl Into<Payload>,
 ) -> Result<(), ProtocolError> {
+    let payload = payload.into();
     let head = Bytes::from(encode_frame_head(message, payload.len())?);
     if payload.is_empty() {
         send.write_chunk(head).await?;
     } else {
-        send.write_all_chunks(&mut [head, payload]).await?;
+        let mut chunks = Vec::with_capacity(1 + payload.pieces().len());
+        chunks.push(head);
+        chunks.extend(payload.into_pieces());
+        send.write_all_chunks(&mut chunks).await?;
     }
     Ok(())
 }
@@ -26,6 +35,7 @@ pub async fn write_frame<M: Message>(
 pub struct FrameReader<M> {
     stream: quinn::RecvStream,
     decoder: FrameDecoder<M>,
+    chunks: Vec<Bytes>,
 }
 
 impl<M: Message> FrameReader<M> {
@@ -34,6 +44,7 @@ impl<M: Message> FrameReader<M> {
         Self {
             stream,
             decoder: FrameDecoder::default(),
+            chunks: vec![Bytes::new(); CHUNKS_PER_READ],
         }
     }
 
@@ -45,8 +56,12 @@ impl<M: Message> FrameReader<M> {
             if let Some(frame) = self.decoder.poll()? {
                 return Ok(Some(frame));
             }
-            match self.stream.read_chunk(usize::MAX, true).await? {
-                Some(chunk) => self.decoder.push(&chunk.bytes),
+            match self.stream.read_chunks(&mut self.chunks).await? {
+                Some(count) => {
+                    for chunk in &mut self.chunks[..count] {
+                        self.decoder.push_bytes(std::mem::take(chunk));
+                    }
+                }
                 None => {
                     self.decoder.finish()?;
                     return Ok(None);

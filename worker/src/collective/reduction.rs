@@ -14,17 +14,17 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use protocol::ProtocolError;
 use protocol::message::{ChunkHeader, CollectivePhase};
-use protocol::tensor::{add_f32_le_bytes, f32_from_le_bytes, f32_to_le_bytes};
+use protocol::tensor::{PayloadPool, add_f32_le_payload, f32_from_le_payload};
+use protocol::{Payload, ProtocolError};
 
 use super::CollectiveError;
 use super::ring::AllReduceAlgorithm;
 use super::schedule::{ChunkRole, Piece, RingLayout, chain_start, chunk_role, pieces};
 
-/// A frame to send to the next member: header and raw f32 payload.
-pub(crate) type Outgoing = (ChunkHeader, Bytes);
+/// A frame to send to the next member: header and raw f32 payload (a
+/// received payload is forwarded as the pieces it came in).
+pub(crate) type Outgoing = (ChunkHeader, Payload);
 
 /// `gradients[target][range] += gradients[source][range]`, element by element.
 pub(crate) fn add_slot(
@@ -138,6 +138,9 @@ pub(crate) struct Reduction {
     remaining: usize,
     progress: BucketProgress,
     plan: Plan,
+    /// Buffers of the payloads it encodes (shared with the ring's other
+    /// reductions).
+    payloads: PayloadPool,
 }
 
 /// What [`Reduction::finish`] gives back.
@@ -152,7 +155,8 @@ impl Reduction {
     /// The all-reduce `sequence` of `gradients` (one buffer per hosted
     /// virtual rank) by `algorithm` (not `Auto`), on a ring of two or more
     /// workers, buckets of `bucket_elements` values cut into frames of at
-    /// most `piece_elements`.
+    /// most `piece_elements`, its payloads encoded into buffers of
+    /// `payloads`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         algorithm: AllReduceAlgorithm,
@@ -162,6 +166,7 @@ impl Reduction {
         piece_elements: usize,
         sequence: u64,
         gradients: Vec<Vec<f32>>,
+        payloads: PayloadPool,
         now: Instant,
     ) -> Self {
         let workers = layout.workers();
@@ -232,6 +237,7 @@ impl Reduction {
             remaining,
             progress,
             plan,
+            payloads,
         }
     }
 
@@ -282,7 +288,8 @@ impl Reduction {
                                 piece.range.clone(),
                             );
                         }
-                        let payload = f32_to_le_bytes(&self.gradients[slot][piece.range.clone()]);
+                        let values = &self.gradients[slot][piece.range.clone()];
+                        let payload = self.payloads.encode_f32(values);
                         let phase = CollectivePhase::ReduceScatter;
                         out.push((chunk_header(sequence, phase, &piece.range), payload.into()));
                     }
@@ -296,7 +303,7 @@ impl Reduction {
                             virtual_rank: rank as u32,
                         };
                         let header = chunk_header(sequence, phase, &piece.range);
-                        out.push((header, f32_to_le_bytes(values).into()));
+                        out.push((header, self.payloads.encode_f32(values).into()));
                     }
                 }
             }
@@ -340,7 +347,7 @@ impl Reduction {
     pub(crate) fn receive(
         &mut self,
         chunk: ChunkHeader,
-        payload: Bytes,
+        payload: Payload,
         now: Instant,
         out: &mut Vec<Outgoing>,
     ) -> Result<(), CollectiveError> {
@@ -378,7 +385,8 @@ impl Reduction {
                         .entering
                         .clone()
                         .expect("a piece awaiting a partial sum has an entering segment");
-                    if let Err(error) = add_f32_le_bytes(&payload, &mut gradients[0][range.clone()])
+                    if let Err(error) =
+                        add_f32_le_payload(&payload, &mut gradients[0][range.clone()])
                     {
                         return Err(payload_error(error));
                     }
@@ -390,7 +398,7 @@ impl Reduction {
                     } else {
                         CollectivePhase::ReduceScatter
                     };
-                    let sum = f32_to_le_bytes(&gradients[0][range.clone()]);
+                    let sum = self.payloads.encode_f32(&gradients[0][range.clone()]);
                     out.push((chunk_header(self.sequence, phase, &range), sum.into()));
                 } else {
                     if !std::mem::take(&mut awaiting_final[index]) {
@@ -400,7 +408,7 @@ impl Reduction {
                     }
                     let forward = role.forward_final;
                     if let Err(error) =
-                        f32_from_le_bytes(&payload, &mut gradients[0][range.clone()])
+                        f32_from_le_payload(&payload, &mut gradients[0][range.clone()])
                     {
                         return Err(payload_error(error));
                     }
@@ -429,7 +437,8 @@ impl Reduction {
                     return Err(unexpected(reason));
                 }
                 arrived[index][rank] = true;
-                if let Err(error) = f32_from_le_bytes(&payload, &mut others[rank][range.clone()]) {
+                if let Err(error) = f32_from_le_payload(&payload, &mut others[rank][range.clone()])
+                {
                     return Err(payload_error(error));
                 }
                 if !self.hosted_by_next.contains(&rank) {
@@ -526,13 +535,25 @@ mod tests {
                     .hosted(worker)
                     .map(|rank| values(rank, len))
                     .collect();
-                Reduction::new(algorithm, &layout, worker, 1 << 20, 7, 42, gradients, now)
+                let payloads = PayloadPool::new();
+                Reduction::new(
+                    algorithm,
+                    &layout,
+                    worker,
+                    1 << 20,
+                    7,
+                    42,
+                    gradients,
+                    payloads,
+                    now,
+                )
             })
             .collect()
     }
 
     /// Runs the reductions to completion, delivering the frame at the head
-    /// of link `turn % workers` (or the next non-empty one) each time.
+    /// of link `turn % workers` (or the next non-empty one) each time, its
+    /// payload cut into pieces of 1, 3, 6 or 4096 bytes.
     fn run(mut workers: Vec<Reduction>, now: Instant) -> Vec<Vec<f32>> {
         let count = workers.len();
         let mut links: Vec<VecDeque<Outgoing>> = vec![VecDeque::new(); count];
@@ -548,6 +569,8 @@ mod tests {
         {
             turn += 1;
             let (header, payload) = links[to].pop_front().expect("a frame");
+            // As the transport may: pieces cut anywhere, inside values too.
+            let payload = payload.recut([1, 3, 6, 4096][turn % 4]);
             let mut out = Vec::new();
             workers[to]
                 .receive(header, payload, now, &mut out)
@@ -590,7 +613,7 @@ mod tests {
     fn frames_that_do_not_fit_are_errors() {
         let now = Instant::now();
         let check = |algorithm: AllReduceAlgorithm,
-                     tamper: &dyn Fn(&mut ChunkHeader, &mut Bytes),
+                     tamper: &dyn Fn(&mut ChunkHeader, &mut Payload),
                      expected: &str| {
             let mut workers = reductions(algorithm, &[1, 2], 20, now);
             let mut out = Vec::new();
@@ -618,7 +641,7 @@ mod tests {
             );
             check(
                 algorithm,
-                &|_, payload| *payload = payload.slice(..payload.len() - 4),
+                &|_, payload| *payload = payload.truncated(payload.len() - 4),
                 "ring transport failed with member 0",
             );
             // Once is right, twice is not.

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protocol::message::{ChunkHeader, PeerHello, PeerMessage, StateHeader};
+use protocol::tensor::PayloadPool;
 use protocol::transport::{
     self, FrameReader, Identity, TransportTuning, client_config, peer_server_config, write_frame,
 };
-use protocol::{Fingerprint, Frame, ProtocolError};
+use protocol::{Fingerprint, Frame, Payload, ProtocolError};
 
 use tokio::sync::mpsc;
 
@@ -192,6 +193,9 @@ pub struct RingSpec {
 }
 
 struct Links {
+    /// Buffers of the payloads sent to the next member, reused from one
+    /// all-reduce to the next.
+    payloads: PayloadPool,
     next_connection: quinn::Connection,
     to_next: quinn::SendStream,
     previous_connection: quinn::Connection,
@@ -314,6 +318,7 @@ impl Ring {
             config,
             sequence: 0,
             links: Some(Links {
+                payloads: PayloadPool::new(),
                 next_connection,
                 to_next,
                 previous_connection,
@@ -653,7 +658,7 @@ fn timed_out(what: &'static str, member: usize, timeout: Duration) -> Collective
 async fn send_frame(
     send: &mut quinn::SendStream,
     message: &PeerMessage,
-    payload: Bytes,
+    payload: impl Into<Payload>,
     member: usize,
     timeout: Duration,
 ) -> Result<(), CollectiveError> {
@@ -716,6 +721,7 @@ async fn drive(
     let hosted = layout.hosted(me).len();
     let timeout = config.timeout;
     let Links {
+        payloads,
         to_next,
         from_previous,
         ..
@@ -741,7 +747,7 @@ async fn drive(
         };
         let mut results: Vec<Option<(Reduced, Duration)>> = (0..count).map(|_| None).collect();
         let mut active: Vec<Reduction> = Vec::with_capacity(in_flight);
-        let mut early: Vec<(ChunkHeader, Bytes)> = Vec::new();
+        let mut early: Vec<(ChunkHeader, Payload)> = Vec::new();
         let mut started = 0usize;
         let mut completed = 0usize;
         let mut out = Vec::new();
@@ -772,6 +778,7 @@ async fn drive(
                         config.piece_elements,
                         sequence,
                         buffers,
+                        payloads.clone(),
                         now,
                     );
                     reduction.start(&mut out);
@@ -897,7 +904,9 @@ async fn distributed_broadcast(
                 ),
             });
         }
-        data.extend_from_slice(&frame.payload);
+        for piece in frame.payload.pieces() {
+            data.extend_from_slice(piece);
+        }
         let done = data.len() as u64 == state.total_bytes;
         if forward {
             let message = frame.message.clone();
