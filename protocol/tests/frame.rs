@@ -35,6 +35,22 @@ fn sample_messages() -> Vec<PeerMessage> {
     ]
 }
 
+/// The sample messages as one stream of frames, the payloads taken in
+/// turn, and the frames a decoder should give back.
+fn sample_stream(payloads: &[Vec<u8>]) -> (Vec<u8>, Vec<Frame<PeerMessage>>) {
+    let mut stream = Vec::new();
+    let mut expected = Vec::new();
+    for (index, message) in sample_messages().into_iter().enumerate() {
+        let payload = &payloads[index % payloads.len()];
+        stream.extend(encode_frame(&message, payload).unwrap());
+        expected.push(Frame {
+            message,
+            payload: Payload::from(payload.clone()),
+        });
+    }
+    (stream, expected)
+}
+
 fn decode_all(bytes: &[u8], split: usize) -> Result<Vec<Frame<PeerMessage>>, ProtocolError> {
     let mut decoder = FrameDecoder::<PeerMessage>::default();
     let mut frames = Vec::new();
@@ -55,16 +71,7 @@ fn frames_round_trip_whatever_the_split() {
         vec![1],
         f32_to_le_bytes(&[1.5, -0.0, f32::MIN_POSITIVE]),
     ];
-    let mut stream = Vec::new();
-    let mut expected = Vec::new();
-    for (index, message) in sample_messages().into_iter().enumerate() {
-        let payload = &payloads[index % payloads.len()];
-        stream.extend(encode_frame(&message, payload).unwrap());
-        expected.push(Frame {
-            message,
-            payload: Payload::from(payload.clone()),
-        });
-    }
+    let (stream, expected) = sample_stream(&payloads);
     for split in [1, 2, 3, 7, 63, 64, 65, stream.len()] {
         assert_eq!(
             decode_all(&stream, split).unwrap(),
@@ -386,16 +393,7 @@ fn frames_pushed_as_pieces_cut_anywhere_decode_alike_without_copying_payloads() 
         vec![9],
         f32_to_le_bytes(&tensor_values(3)),
     ];
-    let mut stream = Vec::new();
-    let mut expected = Vec::new();
-    for (index, message) in sample_messages().into_iter().enumerate() {
-        let payload = &payloads[index % payloads.len()];
-        stream.extend(encode_frame(&message, payload).unwrap());
-        expected.push(Frame {
-            message,
-            payload: Payload::from(payload.clone()),
-        });
-    }
+    let (stream, expected) = sample_stream(&payloads);
     let stream = Bytes::from(stream);
     let range = stream.as_ptr_range();
     for first in 0..=stream.len() {
