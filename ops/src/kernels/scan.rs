@@ -325,10 +325,7 @@ pub fn fo_pool_forward(
         .collect();
     for_each_item(par, pieces, |(bi, h, kept)| {
         let g = &gates[bi * time * 3 * hidden..(bi + 1) * time * 3 * hidden];
-        match kept {
-            Some((c, act)) => wide!(fo_pool_forward_piece(h, Some((c, act)), g, hidden)),
-            None => wide!(fo_pool_forward_piece(h, None, g, hidden)),
-        }
+        wide!(fo_pool_forward_piece(h, kept, g, hidden));
     });
     #[allow(unsafe_code)]
     // SAFETY: the pieces cover `0..n` of `h` and, when kept, of `cells`
