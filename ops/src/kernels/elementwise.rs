@@ -194,8 +194,67 @@ pub fn zip_map(
     out
 }
 
+/// Lanes of [`lane_sums`]: one 512-bit vector, two 256-bit ones.
+pub(crate) const SUM_LANES: usize = 16;
+
+/// `S` sums over the columns `j` of the `I` equally long `inputs` of
+/// `term([inputs[0][j], ..])`, in an order fixed by the length alone (the
+/// same bits whatever the thread count, and in every build of [`wide!`]):
+/// each full group of [`SUM_LANES`] columns adds column `j` into lane
+/// `j % SUM_LANES`, group after group; the lanes are then folded in
+/// halves (lane `l` takes lane `l + 8`, then `l + 4`, `l + 2`, `l + 1`),
+/// and the columns past the last full group are added last, in order.
+/// The lanes are independent chains the CPU overlaps (and vectorizes),
+/// where one running sum would wait on each addition.
+#[inline(always)]
+pub(crate) fn lane_sums<const I: usize, const S: usize>(
+    inputs: [&[f32]; I],
+    term: impl Fn([f32; I]) -> [f32; S],
+) -> [f32; S] {
+    let len = inputs.first().map_or(0, |x| x.len());
+    assert!(
+        inputs.iter().all(|x| x.len() == len),
+        "lane_sums: lengths differ"
+    );
+    let full = len - len % SUM_LANES;
+    let mut lanes = [[0.0f32; SUM_LANES]; S];
+    for start in (0..full).step_by(SUM_LANES) {
+        let group: [&[f32; SUM_LANES]; I] = std::array::from_fn(|i| {
+            inputs[i][start..start + SUM_LANES]
+                .try_into()
+                .expect("a full group of lanes")
+        });
+        for l in 0..SUM_LANES {
+            let t = term(std::array::from_fn(|i| group[i][l]));
+            for q in 0..S {
+                lanes[q][l] += t[q];
+            }
+        }
+    }
+    let mut sums = [0.0f32; S];
+    for q in 0..S {
+        let mut width = SUM_LANES;
+        while width > 1 {
+            width /= 2;
+            for l in 0..width {
+                lanes[q][l] += lanes[q][l + width];
+            }
+        }
+        sums[q] = lanes[q][0];
+    }
+    #[allow(clippy::needless_range_loop)] // `j` indexes each of the inputs
+    for j in full..len {
+        let t = term(std::array::from_fn(|i| inputs[i][j]));
+        for q in 0..S {
+            sums[q] += t[q];
+        }
+    }
+    sums
+}
+
 #[cfg(test)]
 mod tests {
+    use super::{SUM_LANES, lane_sums};
     use crate::kernels::fast_math;
 
     /// Values spread over the range the activations see, and past it.
@@ -228,6 +287,51 @@ mod tests {
         wide!(activations(&x, &mut widest));
         for (index, (b, w)) in baseline.iter().zip(&widest).enumerate() {
             assert_eq!(b.to_bits(), w.to_bits(), "value {index}: {b} vs {w}");
+        }
+    }
+
+    /// [`lane_sums`] by its documentation, one addition at a time.
+    fn lane_sum_by_definition(x: &[f32]) -> f32 {
+        let full = x.len() - x.len() % SUM_LANES;
+        let mut lanes = [0.0f32; SUM_LANES];
+        for (j, &v) in x[..full].iter().enumerate() {
+            lanes[j % SUM_LANES] += v;
+        }
+        for width in [8, 4, 2, 1] {
+            for l in 0..width {
+                lanes[l] += lanes[l + width];
+            }
+        }
+        x[full..].iter().fold(lanes[0], |sum, &v| sum + v)
+    }
+
+    /// Lengths around the lane groups, values of mixed magnitudes (so that
+    /// another order of the additions would round differently).
+    #[test]
+    fn lane_sums_add_in_the_documented_order_in_every_build() {
+        let x: Vec<f32> = inputs().iter().map(|v| v.exp2() - 1.0 / 3.0).collect();
+        for len in [
+            0, 1, 2, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 4099,
+        ] {
+            let x = &x[x.len() - len..];
+            let expected = lane_sum_by_definition(x);
+            let [baseline] = lane_sums([x], |[v]| [v]);
+            let [widest] = wide!(|| { lane_sums([x], |[v]| [v]) });
+            assert_eq!(baseline.to_bits(), expected.to_bits(), "length {len}");
+            assert_eq!(
+                widest.to_bits(),
+                expected.to_bits(),
+                "length {len}, widest build"
+            );
+            let squares: Vec<f32> = x.iter().map(|v| v * v).collect();
+            let [sum, sum_squares] = wide!(|| { lane_sums([x, x], |[a, b]| [a, a * b]) });
+            assert_eq!(sum.to_bits(), expected.to_bits(), "length {len}, two sums");
+            let expected_squares = lane_sum_by_definition(&squares);
+            assert_eq!(
+                sum_squares.to_bits(),
+                expected_squares.to_bits(),
+                "length {len}"
+            );
         }
     }
 }

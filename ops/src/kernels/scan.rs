@@ -16,7 +16,7 @@
 use faer::Par;
 use rayon::prelude::*;
 
-use crate::kernels::elementwise::wide;
+use crate::kernels::elementwise::{lane_sums, wide};
 use crate::kernels::fast_math as fm;
 use crate::kernels::vector_state::clear_upper_vector_state;
 use crate::parallel::is_parallel;
@@ -632,8 +632,15 @@ fn gather_block_padded(
     let mut out = Vec::with_capacity(time * CHANNEL_BLOCK);
     for t in 0..time {
         let src = (bi * time + t) * channels;
-        out.extend_from_slice(&x[src + c0..src + c1]);
-        out.extend_from_slice(&padding[c1 - c0..]);
+        if c1 - c0 == CHANNEL_BLOCK {
+            // a copy of known length: inlined, where a call to copy 128
+            // bytes cost as much as the copy
+            let row: &Lanes = x[src + c0..src + c1].try_into().expect("a full block");
+            out.extend_from_slice(row);
+        } else {
+            out.extend_from_slice(&x[src + c0..src + c1]);
+            out.extend_from_slice(&padding[c1 - c0..]);
+        }
     }
     out
 }
@@ -651,8 +658,13 @@ fn interleave_units(
         let row_units = &units[bi * blocks.len()..(bi + 1) * blocks.len()];
         for t in 0..time {
             for (unit, &(c0, c1)) in row_units.iter().zip(blocks) {
-                let at = t * CHANNEL_BLOCK;
-                out.extend_from_slice(&unit[at..at + c1 - c0]);
+                if c1 - c0 == CHANNEL_BLOCK {
+                    // a copy of known length, inlined (as in `gather_block_padded`)
+                    out.extend_from_slice(lanes(unit, t));
+                } else {
+                    let at = t * CHANNEL_BLOCK;
+                    out.extend_from_slice(&unit[at..at + c1 - c0]);
+                }
             }
         }
     }
@@ -738,7 +750,11 @@ fn s4d_backward_step(
 /// The S4D forward of one unit: `xs` (time, lanes) in, (time, lanes) out.
 #[inline(always)]
 fn s4d_forward_unit(xs: &[f32], coef: [&[f32]; 3], d: &Lanes, states: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; xs.len()];
+    // y_t starts at D u_t (written once, nothing to clear first)
+    let mut out = Vec::with_capacity(xs.len());
+    for x in xs.chunks_exact(CHANNEL_BLOCK) {
+        out.extend(x.iter().zip(d).map(|(&x, &dd)| dd * x));
+    }
     let mut n = 0;
     while n + 4 <= states {
         s4d_forward_states::<4>(&mut out, xs, coef, n);
@@ -747,14 +763,6 @@ fn s4d_forward_unit(xs: &[f32], coef: [&[f32]; 3], d: &Lanes, states: usize) -> 
     while n < states {
         s4d_forward_states::<1>(&mut out, xs, coef, n);
         n += 1;
-    }
-    for (o, x) in out
-        .chunks_exact_mut(CHANNEL_BLOCK)
-        .zip(xs.chunks_exact(CHANNEL_BLOCK))
-    {
-        for ((o, &x), &dd) in o.iter_mut().zip(x).zip(d) {
-            *o += dd * x;
-        }
     }
     out
 }
@@ -765,7 +773,8 @@ fn s4d_forward_unit(xs: &[f32], coef: [&[f32]; 3], d: &Lanes, states: usize) -> 
 /// states; returns `y`. `u`, `y`: (batch, time, channels); `da`, `db`, `c`: (channels, states).
 ///
 /// Each unit (batch entry, channel block) runs state by state along time,
-/// the state in registers; `y_t` adds `C s_t` in state order, then `D u_t`.
+/// the state in registers; `y_t` starts at `D u_t` and adds `C s_t` in
+/// state order.
 ///
 /// # Panics
 /// When a slice's length does not match the dimensions.
@@ -888,8 +897,13 @@ fn s4d_backward_unit(
 ) -> S4dUnitGrads {
     const W: usize = CHANNEL_BLOCK;
     let time = xs.len() / W;
+    // du starts at D gy (written once, nothing to clear first)
+    let mut du = Vec::with_capacity(time * W);
+    for gy in gys.chunks_exact(W) {
+        du.extend(gy.iter().zip(d).map(|(&gy, &dd)| dd * gy));
+    }
     let mut grads = S4dUnitGrads {
-        du: vec![0.0; time * W],
+        du,
         dda: vec![0.0; states * W],
         ddb: vec![0.0; states * W],
         dc: vec![0.0; states * W],
@@ -897,9 +911,7 @@ fn s4d_backward_unit(
     };
     for t in (0..time).rev() {
         let (x, gy) = (lanes(xs, t), lanes(gys, t));
-        let du = &mut grads.du[t * W..(t + 1) * W];
         for j in 0..W {
-            du[j] = d[j] * gy[j];
             grads.dd[j] += gy[j] * x[j];
         }
     }
@@ -1278,28 +1290,6 @@ pub struct SelectiveGrads {
     pub d: Vec<f32>,
 }
 
-/// Sum of `v` in a fixed order: eight interleaved partial sums (so the
-/// loop vectorizes), combined in index order.
-#[inline(always)]
-fn fixed_order_sum(v: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let chunks = v.chunks_exact(8);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (l, &x) in lanes.iter_mut().zip(chunk) {
-            *l += x;
-        }
-    }
-    let mut total = 0.0;
-    for l in lanes {
-        total += l;
-    }
-    for &x in rest {
-        total += x;
-    }
-    total
-}
-
 /// Backward of [`selective_scan_forward`] given the output gradient: the
 /// states are recomputed one unit (batch entry, channel block) at a time;
 /// gradients summed over channels (`B`, `C`) are added over blocks in block
@@ -1422,8 +1412,8 @@ pub fn selective_scan_backward(
                         &mut dc_terms,
                         &mut db_terms,
                     );
-                    r.dc[t * states + n] = fixed_order_sum(&dc_terms);
-                    r.db[t * states + n] = fixed_order_sum(&db_terms);
+                    r.dc[t * states + n] = lane_sums([&dc_terms[..]], |[x]| [x])[0];
+                    r.db[t * states + n] = lane_sums([&db_terms[..]], |[x]| [x])[0];
                 }
                 let raw = &inputs.delta[row + d0..row + d1];
                 for ((out, &ddt), &raw) in r.ddelta[t * width..(t + 1) * width]

@@ -2,80 +2,16 @@
 //! one pass per row: layer norm (as `torch.nn.LayerNorm`) and RMS norm (as
 //! the reference model's `RMSNorm`).
 //!
-//! Rows are independent and run in parallel when allowed; the weight and
-//! bias gradients are sums over rows, taken in fixed groups of rows whose
-//! partial sums are combined in index order, so every bit is the same
-//! whatever the thread count.
+//! Rows are independent and run in parallel when allowed. Per-row sums
+//! (mean, variance, the gradient's two means) are [`lane_sums`], in an
+//! order fixed by the row length; the weight and bias gradients are sums
+//! over rows, taken in fixed groups of rows whose partial sums are combined
+//! in index order. So every bit is the same whatever the thread count.
 use crate::autograd::Backward;
-use crate::kernels::elementwise::wide;
+use crate::kernels::elementwise::{lane_sums, wide};
 use crate::ops::{for_each_row_mut, for_each_row_with_cost, sum_over_rows};
-use crate::parallel::{CHUNK, current_parallelism, for_each_chunk_mut};
+use crate::parallel::current_parallelism;
 use crate::tensor::Tensor;
-
-/// Rows whose per-row sums run interleaved: independent chains, each
-/// added in column order as one row at a time would (the same bits), that
-/// the CPU overlaps.
-const ROW_GROUP: usize = 8;
-
-/// `S` sums per row for rows `r0..r0 + k` (`k <= ROW_GROUP`) of `d`
-/// columns: `init + term(r, 0)[q] + term(r, 1)[q] + ...` in column order,
-/// the rows' chains interleaved.
-#[inline(always)]
-fn row_group_sums<const S: usize>(
-    (r0, k): (usize, usize),
-    d: usize,
-    init: f32,
-    term: impl Fn(usize, usize) -> [f32; S],
-) -> [[f32; S]; ROW_GROUP] {
-    let mut sums = [[init; S]; ROW_GROUP];
-    if k == ROW_GROUP {
-        for j in 0..d {
-            for (i, s) in sums.iter_mut().enumerate() {
-                let t = term(r0 + i, j);
-                for q in 0..S {
-                    s[q] += t[q];
-                }
-            }
-        }
-    } else {
-        for (i, s) in sums.iter_mut().enumerate().take(k) {
-            for j in 0..d {
-                let t = term(r0 + i, j);
-                for q in 0..S {
-                    s[q] += t[q];
-                }
-            }
-        }
-    }
-    sums
-}
-
-/// Rows of `d` columns per chunk of row-group work: about [`CHUNK`]
-/// elements, a whole number of [`ROW_GROUP`]s.
-fn rows_per_chunk(d: usize) -> usize {
-    (CHUNK / d.max(1)).max(1).next_multiple_of(ROW_GROUP)
-}
-
-/// Runs `f(r0, rows)` over the groups of [`ROW_GROUP`] rows of `out`
-/// (rows of `row_len`), in parallel chunks of `rows_per_chunk(cost)` rows
-/// when `par` allows; `r0` is the group's first row.
-fn for_each_row_group(
-    par: faer::Par,
-    out: &mut [f32],
-    row_len: usize,
-    cost: usize,
-    f: impl Fn(usize, &mut [f32]) + Sync + Send,
-) {
-    if row_len == 0 {
-        return;
-    }
-    let chunk_rows = rows_per_chunk(cost);
-    for_each_chunk_mut(par, out, chunk_rows * row_len, |c, chunk| {
-        for (g, rows) in chunk.chunks_mut(ROW_GROUP * row_len).enumerate() {
-            f(c * chunk_rows + g * ROW_GROUP, rows);
-        }
-    });
-}
 
 /// One row of the layer norm: `((x - mean) * inv_std) * w + b`.
 #[inline(always)]
@@ -136,22 +72,17 @@ impl Tensor {
         let (w, b) = (weight.map(Tensor::data), bias.map(Tensor::data));
         let mut out = vec![0.0; self.numel()];
         // Per row: mean and 1 / std, interleaved, kept for the backward.
-        // The sums start where `Iterator::sum` starts (the same bits).
-        let sum_start: f32 = std::iter::empty::<f32>().sum();
         let mut statistics = vec![0.0; 2 * rows];
-        for_each_row_group(current_parallelism(), &mut statistics, 2, d, |r0, s| {
-            let group = (r0, s.len() / 2);
-            let sums = row_group_sums(group, d, sum_start, |r, j| [x[r * d + j]]);
-            let means: [f32; ROW_GROUP] = std::array::from_fn(|i| sums[i][0] / d as f32);
-            let squares = row_group_sums(group, d, sum_start, |r, j| {
-                let (v, mean) = (x[r * d + j], means[r - r0]);
-                [(v - mean) * (v - mean)]
+        for_each_row_with_cost(current_parallelism(), &mut statistics, 2, d, |r, s| {
+            let xs = &x[r * d..(r + 1) * d];
+            let (mean, var) = wide!(|| {
+                let [sum] = lane_sums([xs], |[v]| [v]);
+                let mean = sum / d as f32;
+                let [squares] = lane_sums([xs], |[v]| [(v - mean) * (v - mean)]);
+                (mean, squares / d as f32)
             });
-            for (i, s) in s.chunks_exact_mut(2).enumerate() {
-                let var = squares[i][0] / d as f32;
-                s[0] = means[i];
-                s[1] = 1.0 / (var + eps).sqrt();
-            }
+            s[0] = mean;
+            s[1] = 1.0 / (var + eps).sqrt();
         });
         // absent weight and bias: times 1 and plus 0, as before
         let ones = vec![1.0f32; if w.is_some() { 0 } else { d }];
@@ -191,7 +122,8 @@ impl Tensor {
         let mut inv_rms = vec![0.0; rows];
         for_each_row_with_cost(current_parallelism(), &mut inv_rms, 1, d, |r, s| {
             let xs = &x[r * d..(r + 1) * d];
-            let mean_square = xs.iter().map(|&v| v * v).sum::<f32>() / d as f32;
+            let [sum_squares] = wide!(|| { lane_sums([xs], |[v]| [v * v]) });
+            let mean_square = sum_squares / d as f32;
             s[0] = 1.0 / (mean_square + eps).sqrt();
         });
         let mut out = vec![0.0; self.numel()];
@@ -238,21 +170,18 @@ impl Backward for LayerNormBackward {
             let ones = vec![1.0f32; if w.is_some() { 0 } else { d }];
             let w = w.unwrap_or(&ones[..]);
             let mut out = vec![0.0; x.len()];
-            for_each_row_group(par, &mut out, d, d, |r0, group_rows| {
-                let group = (r0, group_rows.len() / d);
-                let sums = row_group_sums(group, d, 0.0, |r, j| {
-                    let (mean, inv_std) = (stats[2 * r], stats[2 * r + 1]);
-                    let dn = g[r * d + j] * w[j];
-                    [dn, dn * (x[r * d + j] - mean) * inv_std]
-                });
-                for (i, row) in group_rows.chunks_exact_mut(d).enumerate() {
-                    let r = r0 + i;
-                    let (sum_dn, sum_dn_n) = (sums[i][0], sums[i][1]);
+            for_each_row_mut(par, &mut out, d, |r, row| {
+                let (mean, inv_std) = (stats[2 * r], stats[2 * r + 1]);
+                let (xs, gs) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
+                wide!(|| {
+                    // two single sums: each vectorizes, where one pass of
+                    // both did not (the same bits either way)
+                    let [sum_dn] = lane_sums([gs, w], |[gv, wv]| [gv * wv]);
+                    let [sum_dn_n] =
+                        lane_sums([xs, gs, w], |[v, gv, wv]| [gv * wv * (v - mean) * inv_std]);
                     let means = (sum_dn / d as f32, sum_dn_n / d as f32);
-                    let inputs = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d], w);
-                    let row_stats = (stats[2 * r], stats[2 * r + 1]);
-                    wide!(layer_norm_grad_row(row, inputs, row_stats, means));
-                }
+                    layer_norm_grad_row(row, (xs, gs, w), (mean, inv_std), means);
+                });
             });
             Tensor::from_vec(x_tensor.shape(), out)
         });
@@ -311,12 +240,7 @@ impl Backward for RmsNormBackward {
             for_each_row_mut(par, &mut out, d, |r, row| {
                 let scale = inv_rms[r];
                 let (xs, gs) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
-                let dot: f32 = xs
-                    .iter()
-                    .zip(gs)
-                    .zip(w)
-                    .map(|((&v, &gv), &wv)| gv * wv * v)
-                    .sum();
+                let [dot] = wide!(|| { lane_sums([xs, gs, w], |[v, gv, wv]| [gv * wv * v]) });
                 let correction = scale * scale * scale * dot / d as f32;
                 for (((o, &v), &gv), &wv) in row.iter_mut().zip(xs).zip(gs).zip(w) {
                     *o = scale * gv * wv - v * correction;
