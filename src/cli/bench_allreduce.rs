@@ -51,9 +51,10 @@ pub(crate) struct AllreduceArgs {
     piece_kib: usize,
     /// Threads of each worker's async runtime (quinn's connection drivers
     /// and the collective); by default this machine's cores shared out
-    /// among the workers, at least one each (more threads than cores
-    /// only add switches between them: 2 workers on 2 cores moved 20%
-    /// more bytes with one thread each than with two).
+    /// among the workers, at least one each. With one, the worker's main
+    /// thread does everything (a current-thread runtime): no hand-offs
+    /// between threads, and no more threads than cores (BENCHMARKS.md,
+    /// "async threads").
     #[arg(long)]
     async_threads: Option<usize>,
     /// All-reduce algorithm (results are bit-identical whichever runs).
@@ -118,10 +119,16 @@ pub(crate) fn run_worker(args: AllreduceWorkerArgs) -> anyhow::Result<()> {
     let async_threads = args.bench.async_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |cores| cores.get() / args.bench.workers.max(1))
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(async_threads.max(1))
-        .enable_all()
-        .build()?;
+    let runtime = if async_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(async_threads)
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(worker(args))
 }
 
