@@ -117,7 +117,8 @@ pub(crate) fn run(args: AllreduceArgs) -> anyhow::Result<()> {
 /// One benchmark worker process.
 pub(crate) fn run_worker(args: AllreduceWorkerArgs) -> anyhow::Result<()> {
     let async_threads = args.bench.async_threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |cores| cores.get() / args.bench.workers.max(1))
+        std::thread::available_parallelism()
+            .map_or(1, |cores| cores.get() / args.bench.workers.max(1))
     });
     let runtime = if async_threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

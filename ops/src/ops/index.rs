@@ -3,6 +3,7 @@
 //! the diagonal of a square matrix. Their backward scatter-adds in index
 //! order, so repeated indices are summed in a fixed order.
 use crate::autograd::Backward;
+use crate::kernels::elementwise::wide;
 use crate::shape::Shape;
 use crate::tensor::{IndexTensor, Tensor};
 
@@ -303,19 +304,21 @@ pub fn causal_pair_embedding(previous: &Tensor, current: &Tensor, tokens: &Index
         .collect();
     let (prev, cur) = (previous.data(), current.data());
     let mut out = Vec::with_capacity(positions.len() * dim);
-    for (i, &p) in positions.iter().enumerate() {
-        let row = &cur[p * dim..(p + 1) * dim];
-        if i % time.max(1) == 0 {
-            out.extend_from_slice(row);
-        } else {
-            let q = positions[i - 1];
-            out.extend(
-                row.iter()
-                    .zip(&prev[q * dim..(q + 1) * dim])
-                    .map(|(c, p)| c + p),
-            );
+    wide!(|| {
+        for (i, &p) in positions.iter().enumerate() {
+            let row = &cur[p * dim..(p + 1) * dim];
+            if i % time.max(1) == 0 {
+                out.extend_from_slice(row);
+            } else {
+                let q = positions[i - 1];
+                out.extend(
+                    row.iter()
+                        .zip(&prev[q * dim..(q + 1) * dim])
+                        .map(|(c, p)| c + p),
+                );
+            }
         }
-    }
+    });
     Tensor::from_op(
         [batch, time, dim],
         out,
@@ -340,18 +343,20 @@ impl Backward for CausalPairEmbeddingBackward {
         let g = grad.data();
         let scatter = |shift: usize| {
             let mut out = vec![0.0f32; shape.numel()];
-            for i in 0..self.positions.len() {
-                if i % self.time.max(1) < shift {
-                    continue;
+            wide!(|| {
+                for i in 0..self.positions.len() {
+                    if i % self.time.max(1) < shift {
+                        continue;
+                    }
+                    let q = self.positions[i - shift];
+                    for (d, &v) in out[q * dim..(q + 1) * dim]
+                        .iter_mut()
+                        .zip(&g[i * dim..(i + 1) * dim])
+                    {
+                        *d += v;
+                    }
                 }
-                let q = self.positions[i - shift];
-                for (d, &v) in out[q * dim..(q + 1) * dim]
-                    .iter_mut()
-                    .zip(&g[i * dim..(i + 1) * dim])
-                {
-                    *d += v;
-                }
-            }
+            });
             Tensor::from_vec(shape, out)
         };
         vec![
