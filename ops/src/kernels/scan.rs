@@ -16,7 +16,7 @@
 use faer::Par;
 use rayon::prelude::*;
 
-use crate::kernels::elementwise::{lane_sums, wide};
+use crate::kernels::elementwise::{lane_sum, wide};
 use crate::kernels::fast_math as fm;
 use crate::kernels::vector_state::clear_upper_vector_state;
 use crate::parallel::is_parallel;
@@ -1412,8 +1412,8 @@ pub fn selective_scan_backward(
                         &mut dc_terms,
                         &mut db_terms,
                     );
-                    r.dc[t * states + n] = lane_sums([&dc_terms[..]], |[x]| [x])[0];
-                    r.db[t * states + n] = lane_sums([&db_terms[..]], |[x]| [x])[0];
+                    r.dc[t * states + n] = lane_sum([&dc_terms[..]], |[x]| x);
+                    r.db[t * states + n] = lane_sum([&db_terms[..]], |[x]| x);
                 }
                 let raw = &inputs.delta[row + d0..row + d1];
                 for ((out, &ddt), &raw) in r.ddelta[t * width..(t + 1) * width]

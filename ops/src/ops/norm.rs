@@ -3,12 +3,12 @@
 //! the reference model's `RMSNorm`).
 //!
 //! Rows are independent and run in parallel when allowed. Per-row sums
-//! (mean, variance, the gradient's two means) are [`lane_sums`], in an
+//! (mean, variance, the gradient's two means) are [`lane_sum`]s, in an
 //! order fixed by the row length; the weight and bias gradients are sums
 //! over rows, taken in fixed groups of rows whose partial sums are combined
 //! in index order. So every bit is the same whatever the thread count.
 use crate::autograd::Backward;
-use crate::kernels::elementwise::{lane_sums, wide};
+use crate::kernels::elementwise::{lane_sum, wide};
 use crate::ops::{for_each_row_mut, for_each_row_with_cost, sum_over_rows};
 use crate::parallel::current_parallelism;
 use crate::tensor::Tensor;
@@ -76,9 +76,8 @@ impl Tensor {
         for_each_row_with_cost(current_parallelism(), &mut statistics, 2, d, |r, s| {
             let xs = &x[r * d..(r + 1) * d];
             let (mean, var) = wide!(|| {
-                let [sum] = lane_sums([xs], |[v]| [v]);
-                let mean = sum / d as f32;
-                let [squares] = lane_sums([xs], |[v]| [(v - mean) * (v - mean)]);
+                let mean = lane_sum([xs], |[v]| v) / d as f32;
+                let squares = lane_sum([xs], |[v]| (v - mean) * (v - mean));
                 (mean, squares / d as f32)
             });
             s[0] = mean;
@@ -122,7 +121,7 @@ impl Tensor {
         let mut inv_rms = vec![0.0; rows];
         for_each_row_with_cost(current_parallelism(), &mut inv_rms, 1, d, |r, s| {
             let xs = &x[r * d..(r + 1) * d];
-            let [sum_squares] = wide!(|| { lane_sums([xs], |[v]| [v * v]) });
+            let sum_squares = wide!(|| { lane_sum([xs], |[v]| v * v) });
             let mean_square = sum_squares / d as f32;
             s[0] = 1.0 / (mean_square + eps).sqrt();
         });
@@ -174,11 +173,9 @@ impl Backward for LayerNormBackward {
                 let (mean, inv_std) = (stats[2 * r], stats[2 * r + 1]);
                 let (xs, gs) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
                 wide!(|| {
-                    // two single sums: each vectorizes, where one pass of
-                    // both did not (the same bits either way)
-                    let [sum_dn] = lane_sums([gs, w], |[gv, wv]| [gv * wv]);
-                    let [sum_dn_n] =
-                        lane_sums([xs, gs, w], |[v, gv, wv]| [gv * wv * (v - mean) * inv_std]);
+                    let sum_dn = lane_sum([gs, w], |[gv, wv]| gv * wv);
+                    let sum_dn_n =
+                        lane_sum([xs, gs, w], |[v, gv, wv]| gv * wv * (v - mean) * inv_std);
                     let means = (sum_dn / d as f32, sum_dn_n / d as f32);
                     layer_norm_grad_row(row, (xs, gs, w), (mean, inv_std), means);
                 });
@@ -240,7 +237,7 @@ impl Backward for RmsNormBackward {
             for_each_row_mut(par, &mut out, d, |r, row| {
                 let scale = inv_rms[r];
                 let (xs, gs) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
-                let [dot] = wide!(|| { lane_sums([xs, gs, w], |[v, gv, wv]| [gv * wv * v]) });
+                let dot = wide!(|| { lane_sum([xs, gs, w], |[v, gv, wv]| gv * wv * v) });
                 let correction = scale * scale * scale * dot / d as f32;
                 for (((o, &v), &gv), &wv) in row.iter_mut().zip(xs).zip(gs).zip(w) {
                     *o = scale * gv * wv - v * correction;
