@@ -54,7 +54,7 @@ pub(crate) struct AllreduceArgs {
     /// among the workers, at least one each. With one, the worker's main
     /// thread does everything (a current-thread runtime): no hand-offs
     /// between threads, and no more threads than cores (BENCHMARKS.md,
-    /// "async threads").
+    /// "Quiet-machine measurements of session 7").
     #[arg(long)]
     async_threads: Option<usize>,
     /// All-reduce algorithm (results are bit-identical whichever runs).
