@@ -143,7 +143,7 @@ async fn worker(args: AllreduceWorkerArgs) -> anyhow::Result<()> {
         algorithm: bench.algorithm.into(),
         ..CollectiveConfig::default()
     };
-    let (mut ring, _endpoint) = join_ring(args.index, bench.workers, virtual_ranks, config).await?;
+    let (mut ring, endpoint) = join_ring(args.index, bench.workers, virtual_ranks, config).await?;
     let world = bench.workers;
     let mut rows = Vec::new();
     let mut sizes: Vec<usize> = bench.sizes_mib.iter().map(|mib| mib << 20).collect();
@@ -199,6 +199,7 @@ async fn worker(args: AllreduceWorkerArgs) -> anyhow::Result<()> {
         print_result(&serde_json::Value::from(rows))?;
     }
     ring.shutdown().await;
+    super::bench_ring::wait_for_closes(&endpoint).await;
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 //! returns.
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use protocol::Fingerprint;
@@ -144,6 +145,15 @@ pub(crate) async fn join_ring(
     };
     let ring = Ring::connect(&endpoint, &identity, &spec, config, &tuning).await?;
     Ok((ring, endpoint))
+}
+
+/// Waits (a second at most) until the endpoint's closed connections have
+/// told their peers. A process that exits straight after
+/// [`Ring::shutdown`] may never send its close frames: a neighbour still
+/// waiting for an acknowledgement then waits out the idle timeout, which
+/// held about one benchmark run in two for 10 s (session 8).
+pub(crate) async fn wait_for_closes(endpoint: &quinn::Endpoint) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
 /// Prints worker 0's result line for [`run_ring_processes`].

@@ -220,7 +220,7 @@ async fn worker(args: TrainWorkerArgs) -> anyhow::Result<()> {
         algorithm: bench.algorithm.into(),
         buckets_in_flight: bench.buckets_in_flight.max(1),
     };
-    let (mut ring, _endpoint) = join_ring(args.index, bench.workers, virtual_ranks, config).await?;
+    let (mut ring, endpoint) = join_ring(args.index, bench.workers, virtual_ranks, config).await?;
     let mut result = serde_json::Map::new();
     result.insert("_world".into(), bench.workers.into());
     result.insert("_threads_per_rank".into(), bench.threads_per_worker.into());
@@ -290,6 +290,7 @@ async fn worker(args: TrainWorkerArgs) -> anyhow::Result<()> {
         print_result(&serde_json::Value::Object(result))?;
     }
     ring.shutdown().await;
+    super::bench_ring::wait_for_closes(&endpoint).await;
     Ok(())
 }
 

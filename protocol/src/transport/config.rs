@@ -5,7 +5,8 @@
 //! that loopback and jumbo-frame links carry large datagrams (the initial MTU
 //! is left at quinn's default: raising it can hang the handshake), generic
 //! segmentation offload off (large datagrams beat GSO batches on loopback),
-//! large socket buffers, keep-alive and an idle timeout.
+//! large socket buffers, flow-control windows that fit in the receive buffer
+//! the kernel grants, keep-alive and an idle timeout.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +21,11 @@ use crate::{Fingerprint, ProtocolError};
 /// Knobs of the QUIC transport.
 #[derive(Debug, Clone)]
 pub struct TransportTuning {
-    /// Flow-control window of one stream, bytes.
+    /// Flow-control window of one stream, bytes (at most; see
+    /// [`fitted_window`]).
     pub stream_window: u32,
-    /// Flow-control window of one connection, bytes.
+    /// Flow-control window of one connection, bytes (at most; see
+    /// [`fitted_window`]).
     pub connection_window: u32,
     /// Largest UDP payload the endpoint accepts and MTU discovery aims for.
     pub max_udp_payload: u16,
@@ -66,11 +69,59 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(provider)
 }
 
+/// The flow-control window to announce when the socket's receive buffer
+/// holds `granted_receive_buffer` bytes of the kernel's accounting: at most
+/// `configured`, and at most half the buffer.
+///
+/// A window is what a peer may send before we read. Where it exceeds what
+/// the socket can queue, a receiver that is briefly not scheduled (four
+/// workers on two cores, or a busy host) makes the kernel drop datagrams;
+/// every drop is a retransmission and a congestion-window cut, and the
+/// collectives stall for milliseconds at a time (BENCHMARKS.md, "Session 8":
+/// about 1% of the datagrams of a 4-worker all-reduce with 32 MiB windows
+/// and a 4 MiB `net.core.rmem_max`, none with windows fitted). Linux
+/// reports twice the bytes requested (payload plus bookkeeping); half of
+/// the report leaves room for the bookkeeping of small datagrams and for
+/// the other traffic of the socket (acknowledgements, the other ring
+/// neighbour, control streams).
+pub fn fitted_window(configured: u32, granted_receive_buffer: usize) -> u32 {
+    let half = u32::try_from(granted_receive_buffer / 2).unwrap_or(u32::MAX);
+    configured.min(half.max(MINIMUM_WINDOW))
+}
+
+/// What `getsockopt(SO_RCVBUF)` reports per byte set: Linux doubles the
+/// request to budget for its bookkeeping.
+const REPORTED_PER_REQUESTED_BYTE: usize = if cfg!(target_os = "linux") { 2 } else { 1 };
+
+/// The smallest window [`fitted_window`] announces whatever the buffer: a
+/// few full-size datagrams, so that a tiny buffer slows a transfer down
+/// rather than stopping it.
+pub const MINIMUM_WINDOW: u32 = 256 << 10;
+
+/// What the kernel grants a UDP socket that asks for `requested` bytes of
+/// receive buffer, as `getsockopt(SO_RCVBUF)` reports it (Linux caps the
+/// request at `net.core.rmem_max` and reports twice the result), read off
+/// a socket made for the purpose. `None` when no socket could be made.
+pub fn granted_receive_buffer(requested: usize) -> Option<usize> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .ok()?;
+    let _ = socket.set_recv_buffer_size(requested);
+    socket.recv_buffer_size().ok()
+}
+
 fn transport_config(tuning: &TransportTuning) -> Result<quinn::TransportConfig, ProtocolError> {
+    let granted =
+        granted_receive_buffer(tuning.socket_buffer_bytes).unwrap_or(tuning.socket_buffer_bytes);
+    let stream_window = fitted_window(tuning.stream_window, granted);
+    let connection_window = fitted_window(tuning.connection_window, granted);
     let mut transport = quinn::TransportConfig::default();
     transport
-        .stream_receive_window(tuning.stream_window.into())
-        .receive_window(tuning.connection_window.into())
+        .stream_receive_window(stream_window.into())
+        .receive_window(connection_window.into())
         .send_window(u64::from(tuning.connection_window))
         .keep_alive_interval(Some(tuning.keep_alive))
         .max_idle_timeout(Some(
@@ -175,9 +226,20 @@ pub fn bind_endpoint(
         Some(socket2::Protocol::UDP),
     )
     .map_err(bind_error)?;
-    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max; the
+    // flow-control windows are fitted to what it grants (`fitted_window`).
     let _ = socket.set_recv_buffer_size(tuning.socket_buffer_bytes);
     let _ = socket.set_send_buffer_size(tuning.socket_buffer_bytes);
+    if let Ok(granted) = socket.recv_buffer_size()
+        && granted < REPORTED_PER_REQUESTED_BYTE * tuning.socket_buffer_bytes
+    {
+        tracing::info!(
+            requested = tuning.socket_buffer_bytes,
+            granted = granted / REPORTED_PER_REQUESTED_BYTE,
+            "the kernel capped the UDP receive buffer (net.core.rmem_max): \
+             the flow-control windows shrink to fit it"
+        );
+    }
     socket.bind(&address.into()).map_err(bind_error)?;
     let mut endpoint_config = quinn::EndpointConfig::default();
     endpoint_config
@@ -187,4 +249,36 @@ pub fn bind_endpoint(
         reason: "no async runtime: bind_endpoint must run inside tokio".into(),
     })?;
     quinn::Endpoint::new(endpoint_config, server, socket.into(), runtime).map_err(bind_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_fit_in_half_the_granted_buffer() {
+        // (configured, granted, announced)
+        let cases = [
+            (32 << 20, 8 << 20, 4 << 20),
+            (16 << 20, 8 << 20, 4 << 20),
+            (2 << 20, 8 << 20, 2 << 20),
+            (32 << 20, 425_984, 256 << 10),
+            (32 << 20, 0, MINIMUM_WINDOW),
+            (100 << 10, 0, 100 << 10),
+            (u32::MAX, usize::MAX, u32::MAX),
+        ];
+        for (configured, granted, announced) in cases {
+            assert_eq!(
+                fitted_window(configured, granted),
+                announced,
+                "configured {configured}, granted {granted}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_kernel_reports_a_receive_buffer() {
+        let granted = granted_receive_buffer(1 << 20).expect("a UDP socket");
+        assert!(granted > 0, "granted {granted}");
+    }
 }
