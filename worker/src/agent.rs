@@ -173,7 +173,10 @@ pub async fn run_agent(
         {
             SessionEnd::Shutdown => {
                 agent.leave().await;
-                control.wait_idle().await;
+                // Both endpoints are closed: wait until the close frames
+                // have gone out, or ring neighbours still waiting on us
+                // would learn of it only at their idle timeout.
+                tokio::join!(control.wait_idle(), agent.ring_endpoint.wait_idle());
                 return Ok(());
             }
             SessionEnd::Lost(reason) => {
