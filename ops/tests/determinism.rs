@@ -228,3 +228,29 @@ fn tensor_matmul_and_linear_forward_and_backward() {
         );
     }
 }
+
+#[test]
+fn causal_windows_and_pair_embeddings_forward_and_backward() {
+    use ops::ops::conv::causal_window;
+    use ops::ops::index::causal_pair_embedding;
+    for &(batch, time, features) in &[(1, 1, 1), (3, 65, 17), (32, 128, 64)] {
+        check(
+            "causal_window",
+            &[sample(&[batch, time, features], 50)],
+            |t| causal_window(&t[0], 2),
+        );
+        let vocabulary = 13;
+        let tokens = (0..batch * time)
+            .map(|i| ((i * 7 + i / 5) % vocabulary) as i64)
+            .collect();
+        let tokens = IndexTensor::from_vec([batch, time], tokens);
+        check(
+            "causal_pair_embedding",
+            &[
+                sample(&[vocabulary, 3 * features], 51),
+                sample(&[vocabulary, 3 * features], 52),
+            ],
+            |t| causal_pair_embedding(&t[0], &t[1], &tokens),
+        );
+    }
+}

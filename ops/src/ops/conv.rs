@@ -3,7 +3,8 @@
 //! side), with their backward.
 use crate::autograd::Backward;
 use crate::kernels::conv::{causal_conv1d_backward, causal_conv1d_forward};
-use crate::parallel::current_parallelism;
+use crate::kernels::elementwise::wide;
+use crate::parallel::{current_parallelism, for_each_chunk_mut};
 use crate::tensor::Tensor;
 
 /// Causal depthwise convolution: `x` (batch, time, C), `weight` (C, 1, K)
@@ -98,17 +99,18 @@ pub fn causal_window(x: &Tensor, window: usize) -> Tensor {
     let wide = window * features;
     let mut out = vec![0.0; batch * time * wide];
     let data = x.data();
-    for b in 0..batch {
-        for t in 0..time {
-            let row = &mut out[(b * time + t) * wide..(b * time + t + 1) * wide];
+    // One batch entry per piece, in parallel when allowed: copies only.
+    for_each_chunk_mut(current_parallelism(), &mut out, time * wide, |b, out| {
+        let x = &data[b * time * features..(b + 1) * time * features];
+        for (t, row) in out.chunks_exact_mut(wide.max(1)).enumerate() {
             for i in 0..window {
                 if let Some(src) = (t + i).checked_sub(window - 1) {
-                    let s = (b * time + src) * features;
-                    row[i * features..(i + 1) * features].copy_from_slice(&data[s..s + features]);
+                    row[i * features..(i + 1) * features]
+                        .copy_from_slice(&x[src * features..(src + 1) * features]);
                 }
             }
         }
-    }
+    });
     Tensor::from_op(
         [batch, time, wide],
         out,
@@ -128,27 +130,30 @@ impl Backward for CausalWindowBackward {
 
     fn backward(&self, inputs: &[Tensor], _: &Tensor, grad: &Tensor) -> Vec<Option<Tensor>> {
         let x = &inputs[0];
-        let (batch, time, features) = (x.dim(0), x.dim(1), x.dim(2));
+        let (time, features) = (x.dim(1), x.dim(2));
         let window = self.window;
         let wide = window * features;
         let g = grad.data();
         let mut dx = vec![0.0f32; x.numel()];
-        for b in 0..batch {
-            for t in 0..time {
-                let row = &g[(b * time + t) * wide..(b * time + t + 1) * wide];
-                for i in 0..window {
-                    if let Some(src) = (t + i).checked_sub(window - 1) {
-                        let s = (b * time + src) * features;
-                        for (d, v) in dx[s..s + features]
-                            .iter_mut()
-                            .zip(&row[i * features..(i + 1) * features])
-                        {
-                            *d += v;
+        // One batch entry per piece, in parallel when allowed; within one,
+        // the additions in the order of the sequential loop.
+        for_each_chunk_mut(current_parallelism(), &mut dx, time * features, |b, dx| {
+            let g = &g[b * time * wide..(b + 1) * time * wide];
+            wide!(|| {
+                for (t, row) in g.chunks_exact(wide.max(1)).enumerate() {
+                    for i in 0..window {
+                        if let Some(src) = (t + i).checked_sub(window - 1) {
+                            for (d, v) in dx[src * features..(src + 1) * features]
+                                .iter_mut()
+                                .zip(&row[i * features..(i + 1) * features])
+                            {
+                                *d += v;
+                            }
                         }
                     }
                 }
-            }
-        }
+            });
+        });
         vec![Some(Tensor::from_vec(x.shape(), dx))]
     }
 }

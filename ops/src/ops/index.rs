@@ -4,6 +4,7 @@
 //! order, so repeated indices are summed in a fixed order.
 use crate::autograd::Backward;
 use crate::kernels::elementwise::wide;
+use crate::parallel::{current_parallelism, for_each_chunk_mut, is_parallel};
 use crate::shape::Shape;
 use crate::tensor::{IndexTensor, Tensor};
 
@@ -303,22 +304,39 @@ pub fn causal_pair_embedding(previous: &Tensor, current: &Tensor, tokens: &Index
         .map(|&i| position("causal_pair_embedding", i, vocabulary))
         .collect();
     let (prev, cur) = (previous.data(), current.data());
-    let mut out = Vec::with_capacity(positions.len() * dim);
-    wide!(|| {
-        for (i, &p) in positions.iter().enumerate() {
-            let row = &cur[p * dim..(p + 1) * dim];
-            if i % time.max(1) == 0 {
-                out.extend_from_slice(row);
-            } else {
-                let q = positions[i - 1];
-                out.extend(
-                    row.iter()
-                        .zip(&prev[q * dim..(q + 1) * dim])
-                        .map(|(c, p)| c + p),
-                );
-            }
-        }
-    });
+    let n = positions.len() * dim;
+    let mut out = Vec::with_capacity(n);
+    // One batch entry per piece, in parallel when allowed.
+    for_each_chunk_mut(
+        current_parallelism(),
+        &mut out.spare_capacity_mut()[..n],
+        time * dim,
+        |b, out| {
+            let positions = &positions[b * time..(b + 1) * time];
+            wide!(|| {
+                for (t, (out, &p)) in out.chunks_exact_mut(dim).zip(positions).enumerate() {
+                    let row = &cur[p * dim..(p + 1) * dim];
+                    if t == 0 {
+                        for (o, &c) in out.iter_mut().zip(row) {
+                            o.write(c);
+                        }
+                    } else {
+                        let q = positions[t - 1];
+                        for ((o, &c), &p) in out.iter_mut().zip(row).zip(&prev[q * dim..]) {
+                            o.write(c + p);
+                        }
+                    }
+                }
+            });
+        },
+    );
+    #[allow(unsafe_code)]
+    // SAFETY: the pieces cover `0..n` (`batch` pieces of `time * dim`), and
+    // each writes every element of its piece: `time` rows of `dim`, each
+    // row whole.
+    unsafe {
+        out.set_len(n);
+    }
     Tensor::from_op(
         [batch, time, dim],
         out,
@@ -341,6 +359,8 @@ impl Backward for CausalPairEmbeddingBackward {
         let shape = inputs[1].shape();
         let dim = shape.dim(1);
         let g = grad.data();
+        // The two tables' gradients are independent: computed side by side
+        // when parallelism allows, each in the sequential order.
         let scatter = |shift: usize| {
             let mut out = vec![0.0f32; shape.numel()];
             wide!(|| {
@@ -359,9 +379,13 @@ impl Backward for CausalPairEmbeddingBackward {
             });
             Tensor::from_vec(shape, out)
         };
-        vec![
-            inputs[0].requires_grad().then(|| scatter(1)),
-            inputs[1].requires_grad().then(|| scatter(0)),
-        ]
+        let previous = || inputs[0].requires_grad().then(|| scatter(1));
+        let current = || inputs[1].requires_grad().then(|| scatter(0));
+        let (previous, current) = if is_parallel(current_parallelism()) {
+            rayon::join(previous, current)
+        } else {
+            (previous(), current())
+        };
+        vec![previous, current]
     }
 }

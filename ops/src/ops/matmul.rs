@@ -1,7 +1,10 @@
 //! Matrix products and the linear layer (`x W^T + b`), with their backward.
+use faer::Par;
+
 use crate::autograd::Backward;
+use crate::kernels::elementwise::wide;
 use crate::kernels::matmul::{Layout, gemm};
-use crate::parallel::current_parallelism;
+use crate::parallel::{current_parallelism, for_each_chunk_mut};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 
@@ -341,12 +344,26 @@ impl Backward for LinearBackward {
         let mut grads = vec![gx, gw];
         if let Some(bias) = inputs.get(2) {
             grads.push(bias.requires_grad().then(|| {
+                // One block of columns per thread, each column summed over
+                // the rows in row order: the same bits for any block width
+                // (a block per thread, not narrower: each block streams
+                // the rows once).
+                let threads = match par {
+                    Par::Seq => 1,
+                    Par::Rayon(threads) => threads.get(),
+                };
+                let block_columns = out_features.div_ceil(threads).next_multiple_of(16);
                 let mut out = vec![0.0; out_features];
-                for row in g.chunks_exact(out_features.max(1)) {
-                    for (o, &v) in out.iter_mut().zip(row) {
-                        *o += v;
-                    }
-                }
+                for_each_chunk_mut(par, &mut out, block_columns, |block, sums| {
+                    let first = block * block_columns;
+                    wide!(|| {
+                        for row in g.chunks_exact(out_features) {
+                            for (o, &v) in sums.iter_mut().zip(&row[first..]) {
+                                *o += v;
+                            }
+                        }
+                    });
+                });
                 Tensor::from_vec(bias.shape(), out)
             }));
         }
