@@ -75,11 +75,11 @@ fn provider() -> Arc<CryptoProvider> {
 ///
 /// A window is what a peer may send before we read. Where it exceeds what
 /// the socket can queue, a receiver that is briefly not scheduled (four
-/// workers on two cores, or a busy host) makes the kernel drop datagrams;
-/// every drop is a retransmission and a congestion-window cut, and the
-/// collectives stall for milliseconds at a time (BENCHMARKS.md, "Session 8":
-/// about 1% of the datagrams of a 4-worker all-reduce with 32 MiB windows
-/// and a 4 MiB `net.core.rmem_max`, none with windows fitted). Linux
+/// workers on two cores, or a busy host) makes the kernel drop datagrams,
+/// and every drop costs a retransmission and a cut of the congestion
+/// window (BENCHMARKS.md, "Measurements of session 8": 1,000-1,500 drops
+/// per 4-worker `bench allreduce` run with 32 MiB windows and a 4 MiB
+/// `net.core.rmem_max`, none with fitted windows). Linux
 /// reports twice the bytes requested (payload plus bookkeeping); half of
 /// the report leaves room for the bookkeeping of small datagrams and for
 /// the other traffic of the socket (acknowledgements, the other ring
@@ -231,7 +231,7 @@ pub fn bind_endpoint(
     let _ = socket.set_recv_buffer_size(tuning.socket_buffer_bytes);
     let _ = socket.set_send_buffer_size(tuning.socket_buffer_bytes);
     if let Ok(granted) = socket.recv_buffer_size()
-        && granted < REPORTED_PER_REQUESTED_BYTE * tuning.socket_buffer_bytes
+        && granted < REPORTED_PER_REQUESTED_BYTE.saturating_mul(tuning.socket_buffer_bytes)
     {
         tracing::info!(
             requested = tuning.socket_buffer_bytes,
