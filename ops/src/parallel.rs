@@ -5,7 +5,8 @@
 //! by default. Whatever the setting, results are bit-identical: parallel
 //! loops split work into chunks whose boundaries depend on the problem size
 //! only, never on the thread count, and reductions combine chunk results in
-//! index order.
+//! index order. (A split over outputs that one thread each computes whole,
+//! in the sequential order, cuts no sum and may follow the thread count.)
 use std::cell::Cell;
 
 use faer::Par;

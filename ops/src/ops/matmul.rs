@@ -345,9 +345,10 @@ impl Backward for LinearBackward {
         if let Some(bias) = inputs.get(2) {
             grads.push(bias.requires_grad().then(|| {
                 // One block of columns per thread, each column summed over
-                // the rows in row order: the same bits for any block width
-                // (a block per thread, not narrower: each block streams
-                // the rows once).
+                // the rows in row order by one thread: no sum is cut, so the
+                // bits are the same for any block width, and the width may
+                // follow the thread count (a block per thread, not
+                // narrower: each block streams the rows once).
                 let threads = match par {
                     Par::Seq => 1,
                     Par::Rayon(threads) => threads.get(),
