@@ -747,14 +747,22 @@ fn s4d_backward_step(
     }
 }
 
+/// `d[j] * values[t, j]` for every time step `t` of a unit's (time, lanes)
+/// values: the `D` term of the S4D forward and backward.
+#[inline(always)]
+fn scaled_by_lanes(values: &[f32], d: &Lanes) -> Vec<f32> {
+    let mut out = Vec::with_capacity(values.len());
+    for row in values.chunks_exact(CHANNEL_BLOCK) {
+        out.extend(row.iter().zip(d).map(|(&v, &dd)| dd * v));
+    }
+    out
+}
+
 /// The S4D forward of one unit: `xs` (time, lanes) in, (time, lanes) out.
 #[inline(always)]
 fn s4d_forward_unit(xs: &[f32], coef: [&[f32]; 3], d: &Lanes, states: usize) -> Vec<f32> {
     // y_t starts at D u_t (written once, nothing to clear first)
-    let mut out = Vec::with_capacity(xs.len());
-    for x in xs.chunks_exact(CHANNEL_BLOCK) {
-        out.extend(x.iter().zip(d).map(|(&x, &dd)| dd * x));
-    }
+    let mut out = scaled_by_lanes(xs, d);
     let mut n = 0;
     while n + 4 <= states {
         s4d_forward_states::<4>(&mut out, xs, coef, n);
@@ -897,13 +905,9 @@ fn s4d_backward_unit(
 ) -> S4dUnitGrads {
     const W: usize = CHANNEL_BLOCK;
     let time = xs.len() / W;
-    // du starts at D gy (written once, nothing to clear first)
-    let mut du = Vec::with_capacity(time * W);
-    for gy in gys.chunks_exact(W) {
-        du.extend(gy.iter().zip(d).map(|(&gy, &dd)| dd * gy));
-    }
     let mut grads = S4dUnitGrads {
-        du,
+        // du starts at D gy (written once, nothing to clear first)
+        du: scaled_by_lanes(gys, d),
         dda: vec![0.0; states * W],
         ddb: vec![0.0; states * W],
         dc: vec![0.0; states * W],

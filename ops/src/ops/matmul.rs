@@ -1,6 +1,4 @@
 //! Matrix products and the linear layer (`x W^T + b`), with their backward.
-use faer::Par;
-
 use crate::autograd::Backward;
 use crate::kernels::elementwise::wide;
 use crate::kernels::matmul::{Layout, gemm};
@@ -349,11 +347,7 @@ impl Backward for LinearBackward {
                 // bits are the same for any block width, and the width may
                 // follow the thread count (a block per thread, not
                 // narrower: each block streams the rows once).
-                let threads = match par {
-                    Par::Seq => 1,
-                    Par::Rayon(threads) => threads.get(),
-                };
-                let block_columns = out_features.div_ceil(threads).next_multiple_of(16);
+                let block_columns = out_features.div_ceil(par.degree()).next_multiple_of(16);
                 let mut out = vec![0.0; out_features];
                 for_each_chunk_mut(par, &mut out, block_columns, |block, sums| {
                     let first = block * block_columns;
