@@ -9,8 +9,8 @@
 //! lookup, instead of a (batch * time)-row product, when the vocabulary
 //! has fewer entries than the batch has tokens.
 use ops::ops::conv::causal_window;
-use ops::ops::index::{causal_pair_embedding, embedding};
-use ops::ops::scan::qrnn_fo_pool;
+use ops::ops::index::embedding;
+use ops::ops::scan::{qrnn_fo_pool_of_linear, qrnn_fo_pool_of_pair_embedding};
 use ops::{IndexTensor, ParameterSet, Tensor, init};
 
 use crate::sequence::SequenceConfig;
@@ -34,9 +34,10 @@ pub(crate) fn init(params: &mut ParameterSet, seed: u64, config: &SequenceConfig
     }
 }
 
-/// The first layer's gates `proj([E[tok_{t-1}], E[tok_t]])` (batch, time,
-/// 3 d_model) through per-token tables (see the module documentation).
-fn first_gates_from_tables(
+/// The first layer's output: fo-pooling over its gates
+/// `proj([E[tok_{t-1}], E[tok_t]])` (batch, time, 3 d_model), looked up in
+/// per-token tables (see the module documentation).
+fn first_layer_from_tables(
     embed: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
@@ -45,7 +46,7 @@ fn first_gates_from_tables(
 ) -> Tensor {
     let previous = embed.linear(&weight.narrow(1, 0, d_model), None);
     let current = embed.linear(&weight.narrow(1, d_model, d_model), Some(bias));
-    causal_pair_embedding(&previous, &current, tokens)
+    qrnn_fo_pool_of_pair_embedding(&previous, &current, tokens)
 }
 
 /// The QRNN stack over the embedding `embed` of `tokens` (batch, time):
@@ -60,14 +61,16 @@ pub(crate) fn forward(
     for layer in 0..config.n_layers {
         let weight = params.get(&format!("layers.{layer}.proj.weight"));
         let bias = params.get(&format!("layers.{layer}.proj.bias"));
-        let gates = match &h {
+        h = Some(match &h {
             None if config.vocab < tokens.numel() => {
-                first_gates_from_tables(embed, weight, bias, tokens, config.d_model)
+                first_layer_from_tables(embed, weight, bias, tokens, config.d_model)
             }
-            None => causal_window(&embedding(embed, tokens), WINDOW).linear(weight, Some(bias)),
-            Some(h) => causal_window(h, WINDOW).linear(weight, Some(bias)),
-        };
-        h = Some(qrnn_fo_pool(&gates));
+            None => {
+                let window = causal_window(&embedding(embed, tokens), WINDOW);
+                qrnn_fo_pool_of_linear(&window, weight, Some(bias))
+            }
+            Some(h) => qrnn_fo_pool_of_linear(&causal_window(h, WINDOW), weight, Some(bias)),
+        });
     }
     h.unwrap_or_else(|| embedding(embed, tokens))
 }

@@ -8,10 +8,14 @@ use ops::gradcheck::{GradCheck, check_gradients};
 use ops::kernels::scan::{CHANNEL_BLOCK, TIME_CHUNK};
 use ops::kernels::sparse::CsrMatrix;
 use ops::ops::conv::{causal_depthwise_conv1d, causal_window};
+use ops::ops::index::causal_pair_embedding;
 use ops::ops::recurrent::{gru_layer, lstm_layer};
-use ops::ops::scan::{linear_scan, qrnn_fo_pool, s4d_scan, selective_scan};
+use ops::ops::scan::{
+    linear_scan, qrnn_fo_pool, qrnn_fo_pool_of_linear, qrnn_fo_pool_of_pair_embedding, s4d_scan,
+    selective_scan,
+};
 use ops::ops::sparse::SparseMatrix;
-use ops::{Par, Tensor, with_parallelism};
+use ops::{IndexTensor, Par, Tensor, with_parallelism};
 
 /// A tensor of the given shape with reproducible values in [lo, hi).
 fn sample_in(shape: &[usize], seed: u64, lo: f32, hi: f32) -> Tensor {
@@ -145,6 +149,77 @@ fn qrnn_fo_pool_values_and_gradients() {
         assert_eq!(bits(&recorded), bits(&constant), "fo-pool without gradient");
         check(&[gates], |x| qrnn_fo_pool(&x[0]));
     }
+}
+
+/// Tokens (batch, time) below `vocabulary`, repeated within and across rows.
+fn tokens(batch: usize, time: usize, vocabulary: usize) -> IndexTensor {
+    IndexTensor::from_vec(
+        [batch, time],
+        (0..batch * time)
+            .map(|i| ((i * 7 + i / 3) % vocabulary) as i64)
+            .collect(),
+    )
+}
+
+#[test]
+fn qrnn_fo_pool_fused_with_its_projection_is_the_two_ops() {
+    // The fused ops run the same kernels as the two ops one after the
+    // other: the same bits, forward and backward, at 1 and 2 threads.
+    for &(bs, t, d) in &[(1, 1, 1), (2, 5, 3), (3, 17, 16), (2, 9, 17)] {
+        let linear_inputs = [
+            sample(&[bs, t, 2 * d], 11),
+            sample_in(&[3 * d, 2 * d], 12, -0.5, 0.5),
+            sample(&[3 * d], 13),
+        ];
+        let fused = |v: &[Tensor]| qrnn_fo_pool_of_linear(&v[0], &v[1], Some(&v[2]));
+        let composed = |v: &[Tensor]| qrnn_fo_pool(&v[0].linear(&v[1], Some(&v[2])));
+        let unbiased = |v: &[Tensor]| qrnn_fo_pool_of_linear(&v[0], &v[1], None);
+        let composed_unbiased = |v: &[Tensor]| qrnn_fo_pool(&v[0].linear(&v[1], None));
+        let vocabulary = 5;
+        let table_inputs = [
+            sample(&[vocabulary, 3 * d], 14),
+            sample(&[vocabulary, 3 * d], 15),
+        ];
+        let tokens = tokens(bs, t, vocabulary);
+        let fused_tables = |v: &[Tensor]| qrnn_fo_pool_of_pair_embedding(&v[0], &v[1], &tokens);
+        let composed_tables =
+            |v: &[Tensor]| qrnn_fo_pool(&causal_pair_embedding(&v[0], &v[1], &tokens));
+        for par in [Par::Seq, Par::rayon(2)] {
+            with_parallelism(par, || {
+                assert!(
+                    bits_of(&linear_inputs, &fused) == bits_of(&linear_inputs, &composed),
+                    "linear then fo-pool at {bs}x{t}x{d}, {par:?}"
+                );
+                assert!(
+                    bits_of(&linear_inputs[..2], &unbiased)
+                        == bits_of(&linear_inputs[..2], &composed_unbiased),
+                    "linear without bias then fo-pool at {bs}x{t}x{d}, {par:?}"
+                );
+                assert!(
+                    bits_of(&table_inputs, &fused_tables)
+                        == bits_of(&table_inputs, &composed_tables),
+                    "pair embedding then fo-pool at {bs}x{t}x{d}, {par:?}"
+                );
+            });
+        }
+        check_deterministic("qrnn_fo_pool_of_linear", &linear_inputs, &fused);
+        check_deterministic(
+            "qrnn_fo_pool_of_pair_embedding",
+            &table_inputs,
+            &fused_tables,
+        );
+        if bs * t * d <= 45 {
+            check(&linear_inputs, fused);
+            check(&table_inputs, fused_tables);
+        }
+        // Without a gradient to record, nothing is kept: the same values.
+        let constant = ops::autograd::no_grad(|| fused(&linear_inputs));
+        assert_eq!(bits_of(&linear_inputs, &fused)[0], bits_of_data(&constant));
+    }
+}
+
+fn bits_of_data(t: &Tensor) -> Vec<u32> {
+    t.data().iter().map(|v| v.to_bits()).collect()
 }
 
 /// The S4D parameters of a layer with `h` channels and `n` states, as the

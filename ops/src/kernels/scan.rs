@@ -268,6 +268,7 @@ pub struct FoPoolForward {
     pub cells: Vec<f32>,
     /// The activated gates `[tanh z, sigmoid f, sigmoid o]`, (batch, time,
     /// 3 hidden): the backward needs no transcendental function again.
+    /// They are the buffer of the gates the forward was given, overwritten.
     pub activations: Vec<f32>,
 }
 
@@ -277,12 +278,16 @@ pub struct FoPoolForward {
 /// `h_t = o_t c_t`. Returns `h`, and with `for_backward` the cell states
 /// and the activated gates.
 ///
+/// The gates are taken by value and activated in place: the activations
+/// the backward keeps reuse their buffer, which the caller has just
+/// written (a projection or a table lookup), instead of a fresh one.
+///
 /// # Panics
 /// When a slice's length does not match the dimensions.
 #[track_caller]
 pub fn fo_pool_forward(
     par: Par,
-    gates: &[f32],
+    mut gates: Vec<f32>,
     (batch, time, hidden): (usize, usize, usize),
     for_backward: bool,
 ) -> FoPoolForward {
@@ -302,138 +307,111 @@ pub fn fo_pool_forward(
     let kept = if for_backward { n } else { 0 };
     let mut h = Vec::with_capacity(n);
     let mut cells = Vec::with_capacity(kept);
-    let mut activations = Vec::with_capacity(3 * kept);
-    type Piece<'a> = (
-        usize,
-        &'a mut [Uninit],
-        Option<(&'a mut [Uninit], &'a mut [Uninit])>,
-    );
-    let kept_pieces: Vec<Option<(&mut [Uninit], &mut [Uninit])>> = if for_backward {
+    let kept_cells: Vec<Option<&mut [Uninit]>> = if for_backward {
         cells.spare_capacity_mut()[..n]
             .chunks_mut(seq)
-            .zip(activations.spare_capacity_mut()[..3 * n].chunks_mut(3 * seq))
             .map(Some)
             .collect()
     } else {
         (0..batch).map(|_| None).collect()
     };
-    let pieces: Vec<Piece<'_>> = h.spare_capacity_mut()[..n]
+    let pieces: Vec<_> = h.spare_capacity_mut()[..n]
         .chunks_mut(seq)
-        .zip(kept_pieces)
-        .enumerate()
-        .map(|(bi, (h, kept))| (bi, h, kept))
+        .zip(gates.chunks_mut(3 * seq))
+        .zip(kept_cells)
         .collect();
-    for_each_item(par, pieces, |(bi, h, kept)| {
-        let g = &gates[bi * time * 3 * hidden..(bi + 1) * time * 3 * hidden];
-        wide!(fo_pool_forward_piece(h, kept, g, hidden));
+    for_each_item(par, pieces, |((h, gates), cells)| {
+        wide!(fo_pool_forward_piece(h, cells, gates, hidden));
     });
     #[allow(unsafe_code)]
-    // SAFETY: the pieces cover `0..n` of `h` and, when kept, of `cells`
-    // (`0..3 n` of `activations`), and `fo_pool_forward_piece` writes every
-    // element of its pieces ((time, hidden) rows, one per (time, 3 hidden)
-    // row of gates, each row whole).
+    // SAFETY: the pieces cover `0..n` of `h` and, when kept, of `cells`,
+    // and `fo_pool_forward_piece` writes every element of its pieces
+    // ((time, hidden) rows, one per (time, 3 hidden) row of gates, each row
+    // whole).
     unsafe {
         h.set_len(n);
         cells.set_len(kept);
-        activations.set_len(3 * kept);
     }
     FoPoolForward {
         h,
         cells,
-        activations,
+        activations: if for_backward { gates } else { Vec::new() },
     }
 }
 
 /// An output element not written yet.
 type Uninit = std::mem::MaybeUninit<f32>;
 
-/// [`fo_pool_forward`] for one batch entry: `h` (time, hidden), and when
-/// kept the cells `c` (time, hidden) and activations (time, 3 hidden);
-/// `gates` (time, 3 hidden).
+/// [`fo_pool_forward`] for one batch entry: `h` (time, hidden), when kept
+/// the cells `c` (time, hidden), and `gates` (time, 3 hidden), activated in
+/// place.
 #[inline(always)]
 fn fo_pool_forward_piece(
     h: &mut [Uninit],
-    mut kept: Option<(&mut [Uninit], &mut [Uninit])>,
-    gates: &[f32],
+    mut cells: Option<&mut [Uninit]>,
+    gates: &mut [f32],
     hidden: usize,
 ) {
     assert!(gates.len() == 3 * h.len(), "fo_pool: piece lengths");
-    if let Some((c, act)) = &kept {
-        assert!(
-            c.len() == h.len() && act.len() == gates.len(),
-            "fo_pool: piece lengths"
-        );
+    if let Some(c) = &cells {
+        assert!(c.len() == h.len(), "fo_pool: piece lengths");
     }
     let mut state = vec![0.0f32; hidden];
     for (t, (g, h_t)) in gates
-        .chunks_exact(3 * hidden)
+        .chunks_exact_mut(3 * hidden)
         .zip(h.chunks_exact_mut(hidden))
         .enumerate()
     {
-        let (z, rest) = g.split_at(hidden);
-        let (f, o) = rest.split_at(hidden);
-        match &mut kept {
-            Some((c, act)) => {
-                let c_t = &mut c[t * hidden..(t + 1) * hidden];
-                let act_t = &mut act[t * 3 * hidden..(t + 1) * 3 * hidden];
-                let (z_act, rest) = act_t.split_at_mut(hidden);
-                let (f_act, o_act) = rest.split_at_mut(hidden);
-                fo_pool_forward_row((z, f, o), &mut state, h_t, Some((c_t, z_act, f_act, o_act)));
-            }
-            None => fo_pool_forward_row((z, f, o), &mut state, h_t, None),
-        }
+        let (z, rest) = g.split_at_mut(hidden);
+        let (f, o) = rest.split_at_mut(hidden);
+        let c_t = cells.as_mut().map(|c| &mut c[t * hidden..(t + 1) * hidden]);
+        fo_pool_forward_row((z, f, o), &mut state, h_t, c_t);
     }
 }
 
 /// One time step of [`fo_pool_forward_piece`] (a function of its own so
-/// that its slices are known not to alias, also when inlined).
-#[allow(clippy::type_complexity)]
+/// that its slices are known not to alias, also when inlined): activates
+/// `z`, `f`, `o` in place, then steps the state.
 #[inline(always)]
 fn fo_pool_forward_row(
-    (z, f, o): (&[f32], &[f32], &[f32]),
+    (z, f, o): (&mut [f32], &mut [f32], &mut [f32]),
     state: &mut [f32],
     h: &mut [Uninit],
-    kept: Option<(&mut [Uninit], &mut [Uninit], &mut [Uninit], &mut [Uninit])>,
+    c: Option<&mut [Uninit]>,
 ) {
     let hidden = state.len();
-    let (z, f, o, h) = (&z[..hidden], &f[..hidden], &o[..hidden], &mut h[..hidden]);
-    match kept {
-        Some((c, z_act, f_act, o_act)) => {
-            let (c, z_act, f_act, o_act) = (
-                &mut c[..hidden],
-                &mut z_act[..hidden],
-                &mut f_act[..hidden],
-                &mut o_act[..hidden],
-            );
-            // Two loops of few streams each: one loop writing all seven
-            // did not vectorize.
+    let (z, f, o, h) = (
+        &mut z[..hidden],
+        &mut f[..hidden],
+        &mut o[..hidden],
+        &mut h[..hidden],
+    );
+    // One stream per loop: a loop activating the three in place did not
+    // vectorize, nor did one that also stepped the state.
+    for v in z.iter_mut() {
+        *v = fm::tanh(*v);
+    }
+    for v in f.iter_mut() {
+        *v = fm::sigmoid(*v);
+    }
+    for v in o.iter_mut() {
+        *v = fm::sigmoid(*v);
+    }
+    match c {
+        Some(c) => {
+            let c = &mut c[..hidden];
             for j in 0..hidden {
-                z_act[j].write(fm::tanh(z[j]));
-                f_act[j].write(fm::sigmoid(f[j]));
-                o_act[j].write(fm::sigmoid(o[j]));
-            }
-            #[allow(unsafe_code)]
-            // SAFETY: the loop above wrote every element of the three.
-            let (zs, fs, os) = unsafe {
-                (
-                    z_act.assume_init_ref(),
-                    f_act.assume_init_ref(),
-                    o_act.assume_init_ref(),
-                )
-            };
-            for j in 0..hidden {
-                let s = fs[j] * state[j] + (1.0 - fs[j]) * zs[j];
+                let s = f[j] * state[j] + (1.0 - f[j]) * z[j];
                 state[j] = s;
                 c[j].write(s);
-                h[j].write(os[j] * s);
+                h[j].write(o[j] * s);
             }
         }
         None => {
             for j in 0..hidden {
-                let (zj, fj, oj) = (fm::tanh(z[j]), fm::sigmoid(f[j]), fm::sigmoid(o[j]));
-                let s = fj * state[j] + (1.0 - fj) * zj;
+                let s = f[j] * state[j] + (1.0 - f[j]) * z[j];
                 state[j] = s;
-                h[j].write(oj * s);
+                h[j].write(o[j] * s);
             }
         }
     }

@@ -97,20 +97,43 @@ pub fn causal_window(x: &Tensor, window: usize) -> Tensor {
     assert!(window > 0, "causal_window: window must be positive");
     let (batch, time, features) = (x.dim(0), x.dim(1), x.dim(2));
     let wide = window * features;
-    let mut out = vec![0.0; batch * time * wide];
+    let n = batch * time * wide;
+    let mut out = Vec::with_capacity(n);
     let data = x.data();
-    // One batch entry per piece, in parallel when allowed: copies only.
-    for_each_chunk_mut(current_parallelism(), &mut out, time * wide, |b, out| {
-        let x = &data[b * time * features..(b + 1) * time * features];
-        for (t, row) in out.chunks_exact_mut(wide.max(1)).enumerate() {
-            for i in 0..window {
-                if let Some(src) = (t + i).checked_sub(window - 1) {
-                    row[i * features..(i + 1) * features]
-                        .copy_from_slice(&x[src * features..(src + 1) * features]);
+    // One batch entry per piece, in parallel when allowed: copies only,
+    // straight into the new buffer (zeros where the window reaches before
+    // the first step).
+    for_each_chunk_mut(
+        current_parallelism(),
+        &mut out.spare_capacity_mut()[..n],
+        time * wide,
+        |b, out| {
+            let x = &data[b * time * features..(b + 1) * time * features];
+            for (t, row) in out.chunks_exact_mut(wide.max(1)).enumerate() {
+                for (i, part) in row.chunks_exact_mut(features.max(1)).enumerate() {
+                    match (t + i).checked_sub(window - 1) {
+                        Some(src) => {
+                            for (o, &v) in part.iter_mut().zip(&x[src * features..]) {
+                                o.write(v);
+                            }
+                        }
+                        None => {
+                            for o in part {
+                                o.write(0.0);
+                            }
+                        }
+                    }
                 }
             }
-        }
-    });
+        },
+    );
+    #[allow(unsafe_code)]
+    // SAFETY: the pieces cover `0..n` (`batch` pieces of `time * wide`), and
+    // each writes every element of its piece: `time` rows of `window` parts
+    // of `features`, each part copied or zeroed whole.
+    unsafe {
+        out.set_len(n);
+    }
     Tensor::from_op(
         [batch, time, wide],
         out,
@@ -134,26 +157,45 @@ impl Backward for CausalWindowBackward {
         let window = self.window;
         let wide = window * features;
         let g = grad.data();
-        let mut dx = vec![0.0f32; x.numel()];
-        // One batch entry per piece, in parallel when allowed; within one,
-        // the additions in the order of the sequential loop.
-        for_each_chunk_mut(current_parallelism(), &mut dx, time * features, |b, dx| {
-            let g = &g[b * time * wide..(b + 1) * time * wide];
-            wide!(|| {
-                for (t, row) in g.chunks_exact(wide.max(1)).enumerate() {
-                    for i in 0..window {
-                        if let Some(src) = (t + i).checked_sub(window - 1) {
-                            for (d, v) in dx[src * features..(src + 1) * features]
-                                .iter_mut()
-                                .zip(&row[i * features..(i + 1) * features])
-                            {
-                                *d += v;
+        let n = x.numel();
+        let mut dx = Vec::with_capacity(n);
+        // One batch entry per piece, in parallel when allowed. Row `s` of
+        // `dx` sums part `i` of the gradient's row `s + window - 1 - i` for
+        // each `i` that lands inside the sequence, from zero, in ascending
+        // row order (the order of a loop over the gradient's rows adding
+        // each part where it belongs).
+        for_each_chunk_mut(
+            current_parallelism(),
+            &mut dx.spare_capacity_mut()[..n],
+            time * features,
+            |b, dx| {
+                let g = &g[b * time * wide..(b + 1) * time * wide];
+                wide!(|| {
+                    let mut sums = vec![0.0f32; features];
+                    for (s, out) in dx.chunks_exact_mut(features.max(1)).enumerate() {
+                        sums.fill(0.0);
+                        for i in (0..window).rev() {
+                            let t = s + window - 1 - i;
+                            if t < time {
+                                let part = &g[t * wide + i * features..][..features];
+                                for (sum, &v) in sums.iter_mut().zip(part) {
+                                    *sum += v;
+                                }
                             }
                         }
+                        for (o, &sum) in out.iter_mut().zip(&sums) {
+                            o.write(sum);
+                        }
                     }
-                }
-            });
-        });
+                });
+            },
+        );
+        #[allow(unsafe_code)]
+        // SAFETY: the pieces cover `0..n` (one per batch entry, `time *
+        // features` each), and each writes every row of its piece whole.
+        unsafe {
+            dx.set_len(n);
+        }
         vec![Some(Tensor::from_vec(x.shape(), dx))]
     }
 }

@@ -279,6 +279,19 @@ impl Backward for DiagonalBackward {
 /// token is out of range.
 #[track_caller]
 pub fn causal_pair_embedding(previous: &Tensor, current: &Tensor, tokens: &IndexTensor) -> Tensor {
+    let (shape, out, backward) = causal_pair_embedding_forward(previous, current, tokens);
+    Tensor::from_op(shape, out, &[previous, current], backward)
+}
+
+/// The values of [`causal_pair_embedding`], their shape and the op's
+/// backward, without recording the op: for ops that fuse the lookup with
+/// what follows it.
+#[track_caller]
+pub(crate) fn causal_pair_embedding_forward(
+    previous: &Tensor,
+    current: &Tensor,
+    tokens: &IndexTensor,
+) -> (Shape, Vec<f32>, CausalPairEmbeddingBackward) {
     assert_eq!(
         current.rank(),
         2,
@@ -337,15 +350,16 @@ pub fn causal_pair_embedding(previous: &Tensor, current: &Tensor, tokens: &Index
     unsafe {
         out.set_len(n);
     }
-    Tensor::from_op(
-        [batch, time, dim],
+    (
+        Shape::from([batch, time, dim]),
         out,
-        &[previous, current],
         CausalPairEmbeddingBackward { positions, time },
     )
 }
 
-struct CausalPairEmbeddingBackward {
+/// Backward of [`causal_pair_embedding`]; its inputs are the two tables.
+/// It never reads its op's output.
+pub(crate) struct CausalPairEmbeddingBackward {
     positions: Vec<usize>,
     time: usize,
 }

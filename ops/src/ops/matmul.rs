@@ -248,53 +248,68 @@ impl Tensor {
     /// When the shapes do not fit.
     #[track_caller]
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
-        assert_eq!(
-            weight.rank(),
-            2,
-            "linear: weight must be (out, in), got {:?}",
-            weight.shape()
-        );
-        let (out_features, in_features) = (weight.dim(0), weight.dim(1));
-        assert_eq!(
-            self.dim(-1),
-            in_features,
-            "linear: input {:?} does not end in {in_features} features (weight {:?})",
-            self.shape(),
-            weight.shape()
-        );
-        let rows = self.numel() / in_features.max(1);
-        let out_shape = self.shape().with_dim(-1, out_features);
-        // The product accumulates onto the bias rows (no zeroing first).
-        let mut out = match bias {
-            Some(bias) => {
-                assert_eq!(
-                    bias.dims(),
-                    [out_features],
-                    "linear: bias must be ({out_features})"
-                );
-                bias.data().repeat(rows)
-            }
-            None => vec![0.0; rows * out_features],
-        };
-        gemm(
-            &mut out,
-            bias.is_some(),
-            self.data(),
-            Layout::AsIs,
-            weight.data(),
-            Layout::Transposed,
-            (rows, in_features, out_features),
-            1.0,
-            current_parallelism(),
-        );
+        let (shape, out) = linear_forward(self, weight, bias);
         match bias {
-            Some(bias) => Tensor::from_op(out_shape, out, &[self, weight, bias], LinearBackward),
-            None => Tensor::from_op(out_shape, out, &[self, weight], LinearBackward),
+            Some(bias) => Tensor::from_op(shape, out, &[self, weight, bias], LinearBackward),
+            None => Tensor::from_op(shape, out, &[self, weight], LinearBackward),
         }
     }
 }
 
-struct LinearBackward;
+/// The values of [`Tensor::linear`] and their shape, without recording
+/// the op: for ops that fuse a linear layer with what follows it (whose
+/// backward is then [`LinearBackward`] over the same inputs).
+#[track_caller]
+pub(crate) fn linear_forward(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+) -> (Shape, Vec<f32>) {
+    assert_eq!(
+        weight.rank(),
+        2,
+        "linear: weight must be (out, in), got {:?}",
+        weight.shape()
+    );
+    let (out_features, in_features) = (weight.dim(0), weight.dim(1));
+    assert_eq!(
+        input.dim(-1),
+        in_features,
+        "linear: input {:?} does not end in {in_features} features (weight {:?})",
+        input.shape(),
+        weight.shape()
+    );
+    let rows = input.numel() / in_features.max(1);
+    let out_shape = input.shape().with_dim(-1, out_features);
+    // The product accumulates onto the bias rows (no zeroing first).
+    let mut out = match bias {
+        Some(bias) => {
+            assert_eq!(
+                bias.dims(),
+                [out_features],
+                "linear: bias must be ({out_features})"
+            );
+            bias.data().repeat(rows)
+        }
+        None => vec![0.0; rows * out_features],
+    };
+    gemm(
+        &mut out,
+        bias.is_some(),
+        input.data(),
+        Layout::AsIs,
+        weight.data(),
+        Layout::Transposed,
+        (rows, in_features, out_features),
+        1.0,
+        current_parallelism(),
+    );
+    (out_shape, out)
+}
+
+/// Backward of [`Tensor::linear`]; its inputs are `[input, weight]` or
+/// `[input, weight, bias]`. It never reads its op's output.
+pub(crate) struct LinearBackward;
 
 impl Backward for LinearBackward {
     fn name(&self) -> &'static str {

@@ -8,8 +8,11 @@ use crate::kernels::scan::{
     Direction, SelectiveInputs, fo_pool_backward, fo_pool_forward, linear_scan as scan_kernel,
     s4d_backward, s4d_forward, selective_scan_backward, selective_scan_forward,
 };
+use crate::ops::index::{CausalPairEmbeddingBackward, causal_pair_embedding_forward};
+use crate::ops::matmul::{LinearBackward, linear_forward};
 use crate::parallel::current_parallelism;
-use crate::tensor::Tensor;
+use crate::shape::Shape;
+use crate::tensor::{IndexTensor, Tensor};
 
 /// (batch, time, channels) of a rank-3 tensor.
 #[track_caller]
@@ -145,17 +148,10 @@ impl Backward for LinearScanBackward {
 /// When the last dimension is not a multiple of 3.
 #[track_caller]
 pub fn qrnn_fo_pool(gates: &Tensor) -> Tensor {
-    let (batch, time, three_hidden) = dims3(gates, "qrnn_fo_pool", "gates");
-    assert_eq!(
-        three_hidden % 3,
-        0,
-        "qrnn_fo_pool: gates must end in 3 * hidden features, got {:?}",
-        gates.shape()
-    );
-    let hidden = three_hidden / 3;
+    let (batch, time, hidden) = fo_pool_dims(gates.shape());
     let forward = fo_pool_forward(
         current_parallelism(),
-        gates.data(),
+        gates.data().to_vec(),
         (batch, time, hidden),
         Tensor::records_op(&[gates]),
     );
@@ -170,11 +166,134 @@ pub fn qrnn_fo_pool(gates: &Tensor) -> Tensor {
     )
 }
 
+/// [`qrnn_fo_pool`] of `input.linear(weight, bias)` as one op: the gates
+/// are activated in the buffer the projection wrote, and neither they nor
+/// a second buffer for their activations outlive the forward (QRNN's
+/// second and later layers, over the causal window of the layer below).
+///
+/// # Panics
+/// When the shapes do not fit.
+#[track_caller]
+pub fn qrnn_fo_pool_of_linear(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+    let (shape, gates) = linear_forward(input, weight, bias);
+    match bias {
+        Some(bias) => fo_pool_after(shape, gates, &[input, weight, bias], LinearBackward),
+        None => fo_pool_after(shape, gates, &[input, weight], LinearBackward),
+    }
+}
+
+/// [`qrnn_fo_pool`] of [`causal_pair_embedding`]`(previous, current,
+/// tokens)` as one op, as [`qrnn_fo_pool_of_linear`] (QRNN's first layer,
+/// whose window projection is a lookup in two per-token tables).
+///
+/// # Panics
+/// When the shapes do not fit or a token is out of range.
+///
+/// [`causal_pair_embedding`]: crate::ops::index::causal_pair_embedding
+#[track_caller]
+pub fn qrnn_fo_pool_of_pair_embedding(
+    previous: &Tensor,
+    current: &Tensor,
+    tokens: &IndexTensor,
+) -> Tensor {
+    let (shape, gates, backward) = causal_pair_embedding_forward(previous, current, tokens);
+    fo_pool_after(shape, gates, &[previous, current], backward)
+}
+
+/// (batch, time, hidden) of fo-pooling over gates of `shape` (batch, time,
+/// 3 hidden).
+#[track_caller]
+fn fo_pool_dims(shape: Shape) -> (usize, usize, usize) {
+    assert_eq!(
+        shape.rank(),
+        3,
+        "qrnn_fo_pool: gates must be (batch, time, 3 hidden), got {shape:?}"
+    );
+    assert_eq!(
+        shape.dim(2) % 3,
+        0,
+        "qrnn_fo_pool: gates must end in 3 * hidden features, got {shape:?}"
+    );
+    (shape.dim(0), shape.dim(1), shape.dim(2) / 3)
+}
+
+/// Fo-pooling over `gates` of `shape`, computed by an op over `inputs`
+/// whose backward is `producer`, recorded as one op.
+#[track_caller]
+fn fo_pool_after<P: Backward + OutputUnused>(
+    shape: Shape,
+    gates: Vec<f32>,
+    inputs: &[&Tensor],
+    producer: P,
+) -> Tensor {
+    let (batch, time, hidden) = fo_pool_dims(shape);
+    let forward = fo_pool_forward(
+        current_parallelism(),
+        gates,
+        (batch, time, hidden),
+        Tensor::records_op(inputs),
+    );
+    Tensor::from_op(
+        [batch, time, hidden],
+        forward.h,
+        inputs,
+        FoPoolAfterBackward {
+            producer,
+            gates_shape: shape,
+            pool: FoPoolBackward {
+                cells: forward.cells,
+                activations: forward.activations,
+            },
+        },
+    )
+}
+
+/// A backward that never reads the output of its op, so that it can run
+/// under a fused op whose output is another tensor.
+pub(crate) trait OutputUnused {}
+
+impl OutputUnused for LinearBackward {}
+impl OutputUnused for CausalPairEmbeddingBackward {}
+
+/// Backward of [`fo_pool_after`]: fo-pooling's, then its producer's on the
+/// gates' gradient.
+struct FoPoolAfterBackward<P> {
+    producer: P,
+    gates_shape: Shape,
+    pool: FoPoolBackward,
+}
+
+impl<P: Backward + OutputUnused> Backward for FoPoolAfterBackward<P> {
+    fn name(&self) -> &'static str {
+        "qrnn_fo_pool"
+    }
+
+    fn backward(&self, inputs: &[Tensor], output: &Tensor, grad: &Tensor) -> Vec<Option<Tensor>> {
+        let grad_gates = Tensor::from_vec(self.gates_shape, self.pool.gates_gradient(output, grad));
+        self.producer.backward(inputs, output, &grad_gates)
+    }
+}
+
 /// What the backward of [`qrnn_fo_pool`] keeps from its forward: the cell
 /// states and the activated gates.
 struct FoPoolBackward {
     cells: Vec<f32>,
     activations: Vec<f32>,
+}
+
+impl FoPoolBackward {
+    /// The gradient with respect to the gates, given the `output` (batch,
+    /// time, hidden) and its gradient.
+    fn gates_gradient(&self, output: &Tensor, grad: &Tensor) -> Vec<f32> {
+        let (batch, time, hidden) = dims3(output, "qrnn_fo_pool", "output");
+        fo_pool_backward(
+            current_parallelism(),
+            &self.activations,
+            &self.cells,
+            grad.data(),
+            (batch, time, hidden),
+        )
+    }
 }
 
 impl Backward for FoPoolBackward {
@@ -183,16 +302,8 @@ impl Backward for FoPoolBackward {
     }
 
     fn backward(&self, inputs: &[Tensor], output: &Tensor, grad: &Tensor) -> Vec<Option<Tensor>> {
-        let gates = &inputs[0];
-        let (batch, time, hidden) = dims3(output, "qrnn_fo_pool", "output");
-        let dg = fo_pool_backward(
-            current_parallelism(),
-            &self.activations,
-            &self.cells,
-            grad.data(),
-            (batch, time, hidden),
-        );
-        vec![Some(Tensor::from_vec(gates.shape(), dg))]
+        let grad_gates = self.gates_gradient(output, grad);
+        vec![Some(Tensor::from_vec(inputs[0].shape(), grad_gates))]
     }
 }
 
