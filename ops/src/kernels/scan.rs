@@ -258,29 +258,31 @@ fn split_time_pieces<'a>(
     pieces
 }
 
-/// What [`fo_pool_forward`] returns: the output `h`, and what its backward
-/// needs when it was asked for (else both empty).
+/// What [`fo_pool_forward`] returns: the output `h`, and the activated
+/// gates when the backward needs them (else empty).
 #[derive(Debug)]
 pub struct FoPoolForward {
     /// `h_t = o_t c_t`, (batch, time, hidden).
     pub h: Vec<f32>,
-    /// The cell states `c_t`, (batch, time, hidden).
-    pub cells: Vec<f32>,
     /// The activated gates `[tanh z, sigmoid f, sigmoid o]`, (batch, time,
-    /// 3 hidden): the backward needs no transcendental function again.
-    /// They are the buffer of the gates the forward was given, overwritten.
+    /// 3 hidden): the backward needs no transcendental function again, and
+    /// recomputes the cell states from them. They are the buffer of the
+    /// gates the forward was given, overwritten.
     pub activations: Vec<f32>,
 }
 
 /// QRNN fo-pooling forward over (batch, time, hidden): `gates` holds the
 /// pre-activations `[z f o]` (batch, time, 3 hidden); with `z = tanh`,
 /// `f, o = sigmoid`, `c_t = f_t c_{t-1} + (1 - f_t) z_t` (`c_{-1} = 0`) and
-/// `h_t = o_t c_t`. Returns `h`, and with `for_backward` the cell states
-/// and the activated gates.
+/// `h_t = o_t c_t`. Returns `h`, and with `for_backward` the activated
+/// gates.
 ///
 /// The gates are taken by value and activated in place: the activations
 /// the backward keeps reuse their buffer, which the caller has just
-/// written (a projection or a table lookup), instead of a fresh one.
+/// written (a projection or a table lookup), instead of a fresh one. The
+/// cell states are not kept: the backward recomputes them one batch entry
+/// at a time (two operations per element), which costs less than writing
+/// them out here and reading them back there.
 ///
 /// # Panics
 /// When a slice's length does not match the dimensions.
@@ -300,41 +302,26 @@ pub fn fo_pool_forward(
     if n == 0 {
         return FoPoolForward {
             h: Vec::new(),
-            cells: Vec::new(),
             activations: Vec::new(),
         };
     }
-    let kept = if for_backward { n } else { 0 };
     let mut h = Vec::with_capacity(n);
-    let mut cells = Vec::with_capacity(kept);
-    let kept_cells: Vec<Option<&mut [Uninit]>> = if for_backward {
-        cells.spare_capacity_mut()[..n]
-            .chunks_mut(seq)
-            .map(Some)
-            .collect()
-    } else {
-        (0..batch).map(|_| None).collect()
-    };
     let pieces: Vec<_> = h.spare_capacity_mut()[..n]
         .chunks_mut(seq)
         .zip(gates.chunks_mut(3 * seq))
-        .zip(kept_cells)
         .collect();
-    for_each_item(par, pieces, |((h, gates), cells)| {
-        wide!(fo_pool_forward_piece(h, cells, gates, hidden));
+    for_each_item(par, pieces, |(h, gates)| {
+        wide!(fo_pool_forward_piece(h, gates, hidden));
     });
     #[allow(unsafe_code)]
-    // SAFETY: the pieces cover `0..n` of `h` and, when kept, of `cells`,
-    // and `fo_pool_forward_piece` writes every element of its pieces
-    // ((time, hidden) rows, one per (time, 3 hidden) row of gates, each row
-    // whole).
+    // SAFETY: the pieces cover `0..n` of `h`, and `fo_pool_forward_piece`
+    // writes every element of its piece ((time, hidden) rows, one per
+    // (time, 3 hidden) row of gates, each row whole).
     unsafe {
         h.set_len(n);
-        cells.set_len(kept);
     }
     FoPoolForward {
         h,
-        cells,
         activations: if for_backward { gates } else { Vec::new() },
     }
 }
@@ -342,30 +329,19 @@ pub fn fo_pool_forward(
 /// An output element not written yet.
 type Uninit = std::mem::MaybeUninit<f32>;
 
-/// [`fo_pool_forward`] for one batch entry: `h` (time, hidden), when kept
-/// the cells `c` (time, hidden), and `gates` (time, 3 hidden), activated in
-/// place.
+/// [`fo_pool_forward`] for one batch entry: `h` (time, hidden) from
+/// `gates` (time, 3 hidden), activated in place.
 #[inline(always)]
-fn fo_pool_forward_piece(
-    h: &mut [Uninit],
-    mut cells: Option<&mut [Uninit]>,
-    gates: &mut [f32],
-    hidden: usize,
-) {
+fn fo_pool_forward_piece(h: &mut [Uninit], gates: &mut [f32], hidden: usize) {
     assert!(gates.len() == 3 * h.len(), "fo_pool: piece lengths");
-    if let Some(c) = &cells {
-        assert!(c.len() == h.len(), "fo_pool: piece lengths");
-    }
     let mut state = vec![0.0f32; hidden];
-    for (t, (g, h_t)) in gates
+    for (g, h_t) in gates
         .chunks_exact_mut(3 * hidden)
         .zip(h.chunks_exact_mut(hidden))
-        .enumerate()
     {
         let (z, rest) = g.split_at_mut(hidden);
         let (f, o) = rest.split_at_mut(hidden);
-        let c_t = cells.as_mut().map(|c| &mut c[t * hidden..(t + 1) * hidden]);
-        fo_pool_forward_row((z, f, o), &mut state, h_t, c_t);
+        fo_pool_forward_row((z, f, o), &mut state, h_t);
     }
 }
 
@@ -377,7 +353,6 @@ fn fo_pool_forward_row(
     (z, f, o): (&mut [f32], &mut [f32], &mut [f32]),
     state: &mut [f32],
     h: &mut [Uninit],
-    c: Option<&mut [Uninit]>,
 ) {
     let hidden = state.len();
     let (z, f, o, h) = (
@@ -397,29 +372,24 @@ fn fo_pool_forward_row(
     for v in o.iter_mut() {
         *v = fm::sigmoid(*v);
     }
-    match c {
-        Some(c) => {
-            let c = &mut c[..hidden];
-            for j in 0..hidden {
-                let s = f[j] * state[j] + (1.0 - f[j]) * z[j];
-                state[j] = s;
-                c[j].write(s);
-                h[j].write(o[j] * s);
-            }
-        }
-        None => {
-            for j in 0..hidden {
-                let s = f[j] * state[j] + (1.0 - f[j]) * z[j];
-                state[j] = s;
-                h[j].write(o[j] * s);
-            }
-        }
+    for j in 0..hidden {
+        let s = cell_step(f[j], z[j], state[j]);
+        state[j] = s;
+        h[j].write(o[j] * s);
     }
 }
 
+/// The cell update `c_t = f_t c_{t-1} + (1 - f_t) z_t`: one function for the
+/// forward and the backward's recomputation, so that both give the same
+/// bits.
+#[inline(always)]
+fn cell_step(f: f32, z: f32, previous: f32) -> f32 {
+    f * previous + (1.0 - f) * z
+}
+
 /// Backward of [`fo_pool_forward`]: the gradient with respect to `gates`
-/// (pre-activations), given the activated gates and the cell states `c`
-/// kept by the forward, and the gradient `grad_h` of the output.
+/// (pre-activations), given the activated gates kept by the forward and the
+/// gradient `grad_h` of the output.
 ///
 /// # Panics
 /// When a slice's length does not match the dimensions.
@@ -427,7 +397,6 @@ fn fo_pool_forward_row(
 pub fn fo_pool_backward(
     par: Par,
     activations: &[f32],
-    c: &[f32],
     grad_h: &[f32],
     (batch, time, hidden): (usize, usize, usize),
 ) -> Vec<f32> {
@@ -437,7 +406,6 @@ pub fn fo_pool_backward(
         3 * n,
         "fo_pool_backward: activations length"
     );
-    assert_eq!(c.len(), n, "fo_pool_backward: cell length");
     assert_eq!(grad_h.len(), n, "fo_pool_backward: output gradient length");
     if n == 0 {
         return Vec::new();
@@ -450,11 +418,8 @@ pub fn fo_pool_backward(
     for_each_item(par, pieces, |(bi, dg)| {
         let (seq, gate_seq) = (time * hidden, time * 3 * hidden);
         let activations = &activations[bi * gate_seq..(bi + 1) * gate_seq];
-        let (c, grad_h) = (
-            &c[bi * seq..(bi + 1) * seq],
-            &grad_h[bi * seq..(bi + 1) * seq],
-        );
-        wide!(fo_pool_backward_piece(dg, activations, c, grad_h, hidden));
+        let grad_h = &grad_h[bi * seq..(bi + 1) * seq];
+        wide!(fo_pool_backward_piece(dg, activations, grad_h, hidden));
     });
     #[allow(unsafe_code)]
     // SAFETY: the pieces cover `0..3 n`, and `fo_pool_backward_piece` writes
@@ -466,23 +431,34 @@ pub fn fo_pool_backward(
 }
 
 /// [`fo_pool_backward`] for one batch entry: `dg`, `activations` (time,
-/// 3 hidden), `c`, `grad_h` (time, hidden).
+/// 3 hidden), `grad_h` (time, hidden). First the cell states, recomputed
+/// forward in time (which also brings the entry's activations into the
+/// cache), then the gradient, backward in time.
 #[inline(always)]
-fn fo_pool_backward_piece(
-    dg: &mut [Uninit],
-    activations: &[f32],
-    c: &[f32],
-    grad_h: &[f32],
-    hidden: usize,
-) {
-    let time = c.len() / hidden;
+fn fo_pool_backward_piece(dg: &mut [Uninit], activations: &[f32], grad_h: &[f32], hidden: usize) {
+    let time = grad_h.len() / hidden;
     assert!(
-        dg.len() == 3 * c.len() && activations.len() == dg.len() && grad_h.len() == c.len(),
+        dg.len() == 3 * grad_h.len() && activations.len() == dg.len(),
         "fo_pool_backward: piece lengths"
     );
+    let mut c = vec![0.0f32; time * hidden];
+    let zeros = vec![0.0f32; hidden];
+    for (t, act) in activations.chunks_exact(3 * hidden).enumerate() {
+        let (z, rest) = act.split_at(hidden);
+        let (done, rest_of_c) = c.split_at_mut(t * hidden);
+        let previous = if t > 0 {
+            &done[(t - 1) * hidden..]
+        } else {
+            &zeros[..]
+        };
+        recompute_cells_row(
+            (&z[..hidden], &rest[..hidden]),
+            previous,
+            &mut rest_of_c[..hidden],
+        );
+    }
     // dc carried from t+1: f_{t+1} * dc_{t+1}
     let mut carried = vec![0.0f32; hidden];
-    let zeros = vec![0.0f32; hidden];
     for t in (0..time).rev() {
         let act = &activations[t * 3 * hidden..(t + 1) * 3 * hidden];
         let (z, rest) = act.split_at(hidden);
@@ -506,6 +482,18 @@ fn fo_pool_backward_piece(
             df_out,
             &mut do_out[..hidden],
         );
+    }
+}
+
+/// One time step of the cell states' recomputation in
+/// [`fo_pool_backward_piece`] (a function of its own so that its slices
+/// are known not to alias, also when inlined).
+#[inline(always)]
+fn recompute_cells_row((z, f): (&[f32], &[f32]), previous: &[f32], c: &mut [f32]) {
+    let hidden = c.len();
+    let (z, f, previous) = (&z[..hidden], &f[..hidden], &previous[..hidden]);
+    for j in 0..hidden {
+        c[j] = cell_step(f[j], z[j], previous[j]);
     }
 }
 

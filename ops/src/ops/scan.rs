@@ -160,7 +160,6 @@ pub fn qrnn_fo_pool(gates: &Tensor) -> Tensor {
         forward.h,
         &[gates],
         FoPoolBackward {
-            cells: forward.cells,
             activations: forward.activations,
         },
     )
@@ -241,7 +240,6 @@ fn fo_pool_after<P: Backward + OutputUnused>(
             producer,
             gates_shape: shape,
             pool: FoPoolBackward {
-                cells: forward.cells,
                 activations: forward.activations,
             },
         },
@@ -274,10 +272,9 @@ impl<P: Backward + OutputUnused> Backward for FoPoolAfterBackward<P> {
     }
 }
 
-/// What the backward of [`qrnn_fo_pool`] keeps from its forward: the cell
-/// states and the activated gates.
+/// What the backward of [`qrnn_fo_pool`] keeps from its forward: the
+/// activated gates.
 struct FoPoolBackward {
-    cells: Vec<f32>,
     activations: Vec<f32>,
 }
 
@@ -289,7 +286,6 @@ impl FoPoolBackward {
         fo_pool_backward(
             current_parallelism(),
             &self.activations,
-            &self.cells,
             grad.data(),
             (batch, time, hidden),
         )
