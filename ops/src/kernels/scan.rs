@@ -289,15 +289,51 @@ pub struct FoPoolForward {
 #[track_caller]
 pub fn fo_pool_forward(
     par: Par,
-    mut gates: Vec<f32>,
-    (batch, time, hidden): (usize, usize, usize),
+    gates: Vec<f32>,
+    dims: (usize, usize, usize),
     for_backward: bool,
 ) -> FoPoolForward {
+    let (batch, time, hidden) = dims;
     assert_eq!(
         gates.len(),
         batch * time * 3 * hidden,
         "fo_pool: gates length"
     );
+    fo_pool_forward_with(
+        par,
+        gates,
+        dims,
+        for_backward,
+        None::<fn(usize, &mut [f32])>,
+    )
+}
+
+/// [`fo_pool_forward`] over gates that `fill(b, gates)` writes, one batch
+/// entry `b` (time, 3 hidden) at a time, just before that entry is pooled:
+/// the gates of a lookup then go through the cache once, instead of to
+/// memory and back. `fill` must write every element of its piece (it is
+/// given zeros).
+#[track_caller]
+pub fn fo_pool_forward_of(
+    par: Par,
+    dims: (usize, usize, usize),
+    for_backward: bool,
+    fill: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> FoPoolForward {
+    let (batch, time, hidden) = dims;
+    let gates = Vec::with_capacity(batch * time * 3 * hidden);
+    fo_pool_forward_with(par, gates, dims, for_backward, Some(fill))
+}
+
+/// [`fo_pool_forward`] and [`fo_pool_forward_of`]: `gates` holds all the
+/// gates when `fill` is `None`, and is empty with room for them when not.
+fn fo_pool_forward_with<Fill: Fn(usize, &mut [f32]) + Sync + Send>(
+    par: Par,
+    mut gates: Vec<f32>,
+    (batch, time, hidden): (usize, usize, usize),
+    for_backward: bool,
+    fill: Option<Fill>,
+) -> FoPoolForward {
     let (n, seq) = (batch * time * hidden, time * hidden);
     if n == 0 {
         return FoPoolForward {
@@ -305,20 +341,43 @@ pub fn fo_pool_forward(
             activations: Vec::new(),
         };
     }
+    debug_assert_eq!(gates.len(), if fill.is_some() { 0 } else { 3 * n });
+    #[allow(unsafe_code)]
+    // SAFETY: shortening a vector of `f32` drops nothing and leaves the
+    // values in place: without `fill`, the pieces below see the caller's
+    // gates as (initialized) spare capacity.
+    unsafe {
+        gates.set_len(0);
+    }
     let mut h = Vec::with_capacity(n);
     let pieces: Vec<_> = h.spare_capacity_mut()[..n]
         .chunks_mut(seq)
-        .zip(gates.chunks_mut(3 * seq))
+        .zip(gates.spare_capacity_mut()[..3 * n].chunks_mut(3 * seq))
+        .enumerate()
         .collect();
-    for_each_item(par, pieces, |(h, gates)| {
+    for_each_item(par, pieces, |(b, (h, gates))| {
+        if fill.is_some() {
+            for g in gates.iter_mut() {
+                g.write(0.0);
+            }
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: every element of the piece is initialized: with `fill`,
+        // zeroed just above; without, the caller's gates (see above).
+        let gates = unsafe { &mut *(std::ptr::from_mut::<[Uninit]>(gates) as *mut [f32]) };
+        if let Some(fill) = &fill {
+            fill(b, gates);
+        }
         wide!(fo_pool_forward_piece(h, gates, hidden));
     });
     #[allow(unsafe_code)]
-    // SAFETY: the pieces cover `0..n` of `h`, and `fo_pool_forward_piece`
-    // writes every element of its piece ((time, hidden) rows, one per
-    // (time, 3 hidden) row of gates, each row whole).
+    // SAFETY: the pieces cover `0..n` of `h` and `0..3 n` of `gates`;
+    // `fo_pool_forward_piece` writes every element of its piece of `h`
+    // ((time, hidden) rows, one per (time, 3 hidden) row of gates, each row
+    // whole), and every element of `gates` was initialized (see above).
     unsafe {
         h.set_len(n);
+        gates.set_len(3 * n);
     }
     FoPoolForward {
         h,

@@ -284,14 +284,47 @@ pub fn causal_pair_embedding(previous: &Tensor, current: &Tensor, tokens: &Index
 }
 
 /// The values of [`causal_pair_embedding`], their shape and the op's
-/// backward, without recording the op: for ops that fuse the lookup with
-/// what follows it.
+/// backward, without recording the op.
 #[track_caller]
-pub(crate) fn causal_pair_embedding_forward(
+fn causal_pair_embedding_forward(
     previous: &Tensor,
     current: &Tensor,
     tokens: &IndexTensor,
 ) -> (Shape, Vec<f32>, CausalPairEmbeddingBackward) {
+    let (shape, backward) = causal_pair_embedding_lookup(previous, current, tokens);
+    let (time, dim) = (backward.time, shape.dim(2));
+    let (prev, cur) = (previous.data(), current.data());
+    let n = shape.numel();
+    let mut out = Vec::with_capacity(n);
+    // One batch entry per piece, in parallel when allowed.
+    for_each_chunk_mut(
+        current_parallelism(),
+        &mut out.spare_capacity_mut()[..n],
+        time * dim,
+        |b, out| {
+            let positions = &backward.positions[b * time..(b + 1) * time];
+            wide!(pair_lookup(out, positions, (prev, cur)));
+        },
+    );
+    #[allow(unsafe_code)]
+    // SAFETY: the pieces cover `0..n` (`batch` pieces of `time * dim`), and
+    // `pair_lookup` writes every element of its piece.
+    unsafe {
+        out.set_len(n);
+    }
+    (shape, out, backward)
+}
+
+/// The checks of [`causal_pair_embedding`], its output's shape and its
+/// backward (which holds the tokens' table rows, `positions()`), without
+/// the lookup: for ops that fuse the lookup with what follows it, through
+/// [`pair_lookup`].
+#[track_caller]
+pub(crate) fn causal_pair_embedding_lookup(
+    previous: &Tensor,
+    current: &Tensor,
+    tokens: &IndexTensor,
+) -> (Shape, CausalPairEmbeddingBackward) {
     assert_eq!(
         current.rank(),
         2,
@@ -316,45 +349,59 @@ pub(crate) fn causal_pair_embedding_forward(
         .iter()
         .map(|&i| position("causal_pair_embedding", i, vocabulary))
         .collect();
-    let (prev, cur) = (previous.data(), current.data());
-    let n = positions.len() * dim;
-    let mut out = Vec::with_capacity(n);
-    // One batch entry per piece, in parallel when allowed.
-    for_each_chunk_mut(
-        current_parallelism(),
-        &mut out.spare_capacity_mut()[..n],
-        time * dim,
-        |b, out| {
-            let positions = &positions[b * time..(b + 1) * time];
-            wide!(|| {
-                for (t, (out, &p)) in out.chunks_exact_mut(dim).zip(positions).enumerate() {
-                    let row = &cur[p * dim..(p + 1) * dim];
-                    if t == 0 {
-                        for (o, &c) in out.iter_mut().zip(row) {
-                            o.write(c);
-                        }
-                    } else {
-                        let q = positions[t - 1];
-                        for ((o, &c), &p) in out.iter_mut().zip(row).zip(&prev[q * dim..]) {
-                            o.write(c + p);
-                        }
-                    }
-                }
-            });
-        },
-    );
-    #[allow(unsafe_code)]
-    // SAFETY: the pieces cover `0..n` (`batch` pieces of `time * dim`), and
-    // each writes every element of its piece: `time` rows of `dim`, each
-    // row whole.
-    unsafe {
-        out.set_len(n);
-    }
     (
         Shape::from([batch, time, dim]),
-        out,
         CausalPairEmbeddingBackward { positions, time },
     )
+}
+
+/// The lookup of [`causal_pair_embedding`] for one sequence: row `t` of
+/// `out` (time, dim) is `current[positions[t]] + previous[positions[t - 1]]`
+/// (the current row alone at `t = 0`); `tables` are `(previous, current)`,
+/// (vocabulary, dim) each. Writes every element of `out`, which may be
+/// uninitialized memory ([`OutputSlot`]).
+#[inline(always)]
+pub(crate) fn pair_lookup<Slot: OutputSlot>(
+    out: &mut [Slot],
+    positions: &[usize],
+    (previous, current): (&[f32], &[f32]),
+) {
+    let dim = out.len() / positions.len().max(1);
+    assert_eq!(out.len(), positions.len() * dim, "pair_lookup: lengths");
+    for (t, (out, &p)) in out.chunks_exact_mut(dim.max(1)).zip(positions).enumerate() {
+        let row = &current[p * dim..(p + 1) * dim];
+        if t == 0 {
+            for (o, &c) in out.iter_mut().zip(row) {
+                o.set(c);
+            }
+        } else {
+            let q = positions[t - 1];
+            for ((o, &c), &p) in out.iter_mut().zip(row).zip(&previous[q * dim..]) {
+                o.set(c + p);
+            }
+        }
+    }
+}
+
+/// An element a kernel writes its result into: an `f32`, or one not
+/// initialized yet.
+pub(crate) trait OutputSlot {
+    /// Stores `value`.
+    fn set(&mut self, value: f32);
+}
+
+impl OutputSlot for f32 {
+    #[inline(always)]
+    fn set(&mut self, value: f32) {
+        *self = value;
+    }
+}
+
+impl OutputSlot for std::mem::MaybeUninit<f32> {
+    #[inline(always)]
+    fn set(&mut self, value: f32) {
+        self.write(value);
+    }
 }
 
 /// Backward of [`causal_pair_embedding`]; its inputs are the two tables.
@@ -362,6 +409,13 @@ pub(crate) fn causal_pair_embedding_forward(
 pub(crate) struct CausalPairEmbeddingBackward {
     positions: Vec<usize>,
     time: usize,
+}
+
+impl CausalPairEmbeddingBackward {
+    /// The table row of each token, (batch, time) flattened.
+    pub(crate) fn positions(&self) -> &[usize] {
+        &self.positions
+    }
 }
 
 impl Backward for CausalPairEmbeddingBackward {
@@ -373,33 +427,63 @@ impl Backward for CausalPairEmbeddingBackward {
         let shape = inputs[1].shape();
         let dim = shape.dim(1);
         let g = grad.data();
-        // The two tables' gradients are independent: computed side by side
-        // when parallelism allows, each in the sequential order.
+        let time = self.time.max(1);
+        // Row `i` of the gradient goes to the current table's row of token
+        // `i` and, past each sequence's first step, to the previous table's
+        // row of token `i - 1`; each table sums its rows in ascending `i`.
         let scatter = |shift: usize| {
             let mut out = vec![0.0f32; shape.numel()];
             wide!(|| {
                 for i in 0..self.positions.len() {
-                    if i % self.time.max(1) < shift {
+                    if i % time < shift {
                         continue;
                     }
                     let q = self.positions[i - shift];
-                    for (d, &v) in out[q * dim..(q + 1) * dim]
-                        .iter_mut()
-                        .zip(&g[i * dim..(i + 1) * dim])
-                    {
-                        *d += v;
-                    }
+                    add_row(&mut out[q * dim..(q + 1) * dim], &g[i * dim..(i + 1) * dim]);
                 }
             });
             Tensor::from_vec(shape, out)
         };
-        let previous = || inputs[0].requires_grad().then(|| scatter(1));
-        let current = || inputs[1].requires_grad().then(|| scatter(0));
-        let (previous, current) = if is_parallel(current_parallelism()) {
-            rayon::join(previous, current)
-        } else {
-            (previous(), current())
-        };
-        vec![previous, current]
+        let (previous_needed, current_needed) =
+            (inputs[0].requires_grad(), inputs[1].requires_grad());
+        if !(previous_needed && current_needed) {
+            return vec![
+                previous_needed.then(|| scatter(1)),
+                current_needed.then(|| scatter(0)),
+            ];
+        }
+        if is_parallel(current_parallelism()) {
+            // side by side, each table one pass over the gradient
+            let (previous, current) = rayon::join(|| scatter(1), || scatter(0));
+            return vec![Some(previous), Some(current)];
+        }
+        // On one thread, both tables in one pass over the gradient, each in
+        // the order of its own pass: the same bits.
+        let mut previous = vec![0.0f32; shape.numel()];
+        let mut current = vec![0.0f32; shape.numel()];
+        wide!(|| {
+            for i in 0..self.positions.len() {
+                let row = &g[i * dim..(i + 1) * dim];
+                let q = self.positions[i];
+                add_row(&mut current[q * dim..(q + 1) * dim], row);
+                if i % time >= 1 {
+                    let q = self.positions[i - 1];
+                    add_row(&mut previous[q * dim..(q + 1) * dim], row);
+                }
+            }
+        });
+        vec![
+            Some(Tensor::from_vec(shape, previous)),
+            Some(Tensor::from_vec(shape, current)),
+        ]
+    }
+}
+
+/// `sum += row`, elementwise (a function of its own so that the two slices
+/// are known not to alias, also when inlined).
+#[inline(always)]
+fn add_row(sum: &mut [f32], row: &[f32]) {
+    for (s, &v) in sum.iter_mut().zip(row) {
+        *s += v;
     }
 }

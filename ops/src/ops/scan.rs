@@ -4,11 +4,13 @@
 //! [`crate::kernels::scan`]; every backward is itself a (reverse) scan run
 //! inside one op, never a per-time-step graph.
 use crate::autograd::Backward;
+use crate::kernels::elementwise::wide;
 use crate::kernels::scan::{
-    Direction, SelectiveInputs, fo_pool_backward, fo_pool_forward, linear_scan as scan_kernel,
-    s4d_backward, s4d_forward, selective_scan_backward, selective_scan_forward,
+    Direction, FoPoolForward, SelectiveInputs, fo_pool_backward, fo_pool_forward,
+    fo_pool_forward_of, linear_scan as scan_kernel, s4d_backward, s4d_forward,
+    selective_scan_backward, selective_scan_forward,
 };
-use crate::ops::index::{CausalPairEmbeddingBackward, causal_pair_embedding_forward};
+use crate::ops::index::{CausalPairEmbeddingBackward, causal_pair_embedding_lookup, pair_lookup};
 use crate::ops::matmul::{LinearBackward, linear_forward};
 use crate::parallel::current_parallelism;
 use crate::shape::Shape;
@@ -195,8 +197,21 @@ pub fn qrnn_fo_pool_of_pair_embedding(
     current: &Tensor,
     tokens: &IndexTensor,
 ) -> Tensor {
-    let (shape, gates, backward) = causal_pair_embedding_forward(previous, current, tokens);
-    fo_pool_after(shape, gates, &[previous, current], backward)
+    let (shape, lookup) = causal_pair_embedding_lookup(previous, current, tokens);
+    let dims = fo_pool_dims(shape);
+    let time = dims.1;
+    let tables = (previous.data(), current.data());
+    // Each batch entry's gates are looked up just before it is pooled.
+    let forward = fo_pool_forward_of(
+        current_parallelism(),
+        dims,
+        Tensor::records_op(&[previous, current]),
+        |b, gates| {
+            let positions = &lookup.positions()[b * time..(b + 1) * time];
+            wide!(pair_lookup(gates, positions, tables));
+        },
+    );
+    pooled(shape, forward, &[previous, current], lookup)
 }
 
 /// (batch, time, hidden) of fo-pooling over gates of `shape` (batch, time,
@@ -225,13 +240,24 @@ fn fo_pool_after<P: Backward + OutputUnused>(
     inputs: &[&Tensor],
     producer: P,
 ) -> Tensor {
-    let (batch, time, hidden) = fo_pool_dims(shape);
     let forward = fo_pool_forward(
         current_parallelism(),
         gates,
-        (batch, time, hidden),
+        fo_pool_dims(shape),
         Tensor::records_op(inputs),
     );
+    pooled(shape, forward, inputs, producer)
+}
+
+/// The output of fo-pooling over gates of `shape` that an op over `inputs`
+/// with backward `producer` made, recorded as one op.
+fn pooled<P: Backward + OutputUnused>(
+    shape: Shape,
+    forward: FoPoolForward,
+    inputs: &[&Tensor],
+    producer: P,
+) -> Tensor {
+    let (batch, time, hidden) = fo_pool_dims(shape);
     Tensor::from_op(
         [batch, time, hidden],
         forward.h,
