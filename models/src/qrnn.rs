@@ -1,13 +1,16 @@
 //! The QRNN backbone (Bradbury et al. 2016): per layer,
 //! `[z f o] = proj([x_{t-1}, x_t])`, then fo-pooling
-//! `c_t = f_t c_{t-1} + (1 - f_t) z_t`, `h_t = o_t c_t`, fused in one op.
+//! `c_t = f_t c_{t-1} + (1 - f_t) z_t`, `h_t = o_t c_t`: the projection and
+//! the pooling are one op, so the gates are activated in the buffer the
+//! projection wrote and never outlive the forward as a tensor of their own.
 //!
 //! The first layer's input is the token embedding, so its projection of
 //! the window `[E[tok_{t-1}], E[tok_t]]` equals
 //! `(E W_prev^T)[tok_{t-1}] + (E W_cur^T + bias)[tok_t]`, `W_prev` and `W_cur`
 //! the halves of `proj.weight`: two (vocabulary, 3 d_model) tables and a
 //! lookup, instead of a (batch * time)-row product, when the vocabulary
-//! has fewer entries than the batch has tokens.
+//! has fewer entries than the batch has tokens. The lookup is fused with
+//! the pooling too.
 use ops::ops::conv::causal_window;
 use ops::ops::index::embedding;
 use ops::ops::scan::{qrnn_fo_pool_of_linear, qrnn_fo_pool_of_pair_embedding};
