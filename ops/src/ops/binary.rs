@@ -17,12 +17,17 @@ enum BinaryKind {
 }
 
 impl BinaryKind {
-    fn apply(self, x: f32, y: f32) -> f32 {
+    /// The values of the op over `a` and `b` broadcast to `shape`. One
+    /// `match` here, outside the loops: each kind's loops are compiled on
+    /// their own and vectorize (a `match` inside the loop body was a jump
+    /// per element: the S4D layer's residual addition took 5.7% of its
+    /// training step).
+    fn values(self, par: Par, a: &Tensor, b: &Tensor, shape: &Shape) -> Vec<f32> {
         match self {
-            BinaryKind::Add => x + y,
-            BinaryKind::Sub => x - y,
-            BinaryKind::Mul => x * y,
-            BinaryKind::Div => x / y,
+            BinaryKind::Add => broadcast_values(par, a, b, shape, |x, y| x + y),
+            BinaryKind::Sub => broadcast_values(par, a, b, shape, |x, y| x - y),
+            BinaryKind::Mul => broadcast_values(par, a, b, shape, |x, y| x * y),
+            BinaryKind::Div => broadcast_values(par, a, b, shape, |x, y| x / y),
         }
     }
 }
@@ -132,6 +137,39 @@ fn rows_with_block(
     out
 }
 
+/// `f(a, b)` elementwise over `a` and `b` broadcast to `shape`.
+fn broadcast_values(
+    par: Par,
+    a: &Tensor,
+    b: &Tensor,
+    shape: &Shape,
+    f: impl Fn(f32, f32) -> f32 + Copy + Sync + Send,
+) -> Vec<f32> {
+    if a.shape() == b.shape() {
+        zip_map(par, a.data(), b.data(), f)
+    } else if a.shape() == *shape && b.numel() == 1 {
+        let y = b.data()[0];
+        map(par, a.data(), move |x| f(x, y))
+    } else if b.shape() == *shape && a.numel() == 1 {
+        let x = a.data()[0];
+        map(par, b.data(), move |y| f(x, y))
+    } else if a.shape() == *shape && is_trailing_block(&b.shape(), shape) {
+        rows_with_block(par, a.data(), b.data(), f)
+    } else if b.shape() == *shape && is_trailing_block(&a.shape(), shape) {
+        rows_with_block(par, b.data(), a.data(), move |y, x| f(x, y))
+    } else {
+        let mut out = vec![0.0; shape.numel()];
+        let (ad, bd) = (a.data(), b.data());
+        for_each_broadcast(
+            shape,
+            broadcast_strides(&a.shape(), shape),
+            broadcast_strides(&b.shape(), shape),
+            |i, ia, ib| out[i] = f(ad[ia], bd[ib]),
+        );
+        out
+    }
+}
+
 fn binary(kind: BinaryKind, a: &Tensor, b: &Tensor) -> Tensor {
     let shape = Shape::broadcast(&a.shape(), &b.shape()).unwrap_or_else(|| {
         panic!(
@@ -140,30 +178,7 @@ fn binary(kind: BinaryKind, a: &Tensor, b: &Tensor) -> Tensor {
             b.shape()
         )
     });
-    let par = current_parallelism();
-    let data = if a.shape() == b.shape() {
-        zip_map(par, a.data(), b.data(), move |x, y| kind.apply(x, y))
-    } else if a.shape() == shape && b.numel() == 1 {
-        let y = b.data()[0];
-        map(par, a.data(), move |x| kind.apply(x, y))
-    } else if b.shape() == shape && a.numel() == 1 {
-        let x = a.data()[0];
-        map(par, b.data(), move |y| kind.apply(x, y))
-    } else if a.shape() == shape && is_trailing_block(&b.shape(), &shape) {
-        rows_with_block(par, a.data(), b.data(), move |x, y| kind.apply(x, y))
-    } else if b.shape() == shape && is_trailing_block(&a.shape(), &shape) {
-        rows_with_block(par, b.data(), a.data(), move |y, x| kind.apply(x, y))
-    } else {
-        let mut out = vec![0.0; shape.numel()];
-        let (ad, bd) = (a.data(), b.data());
-        for_each_broadcast(
-            &shape,
-            broadcast_strides(&a.shape(), &shape),
-            broadcast_strides(&b.shape(), &shape),
-            |i, ia, ib| out[i] = kind.apply(ad[ia], bd[ib]),
-        );
-        out
-    };
+    let data = kind.values(current_parallelism(), a, b, &shape);
     Tensor::from_op(shape, data, &[a, b], BinaryBackward(kind))
 }
 
