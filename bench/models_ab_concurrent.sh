@@ -6,11 +6,15 @@
 # then slows both runs of a round alike, so the per-round ratio B / A is
 # steadier than the ratio of runs taken one after the other. Both runs share
 # the caches and the memory bus, so read the ratio, not the absolute times.
+# The two cores need not be equally fast: the geometric mean of the ratios
+# over an even number of rounds (each binary as often on each core) cancels
+# a constant difference between them, where the median does not.
 # usage: bench/models_ab_concurrent.sh BINARY_A BINARY_B [ROUNDS] [MODEL] [REPS]
 set -euo pipefail
 a=${1:?binary A}
 b=${2:?binary B}
 rounds=${3:-8}
+[ $((rounds % 2)) = 0 ] || { echo "ROUNDS must be even (each binary as often on each core)" >&2; exit 1; }
 model=${4:-qrnn}
 reps=${5:-40}
 command -v taskset >/dev/null || { echo "taskset (util-linux) is needed" >&2; exit 1; }
@@ -23,7 +27,7 @@ for round in $(seq "$rounds"); do
   wait
 done
 python3 - "$out" "$rounds" "$model" <<'PY'
-import json, statistics, sys
+import json, math, statistics, sys
 out, rounds, model = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 step = lambda side, r: json.load(open(f"{out}/{side}.{r}.json"))[model]["step_ms"]
 a = [step("a", r) for r in range(1, rounds + 1)]
@@ -32,6 +36,8 @@ ratios = [y / x for x, y in zip(a, b)]
 print(f"{model}, 1 thread, {rounds} rounds side by side")
 print("A ms:", " ".join(f"{v:.2f}" for v in a), f"(median {statistics.median(a):.2f})")
 print("B ms:", " ".join(f"{v:.2f}" for v in b), f"(median {statistics.median(b):.2f})")
-print("B / A per round:", " ".join(f"{v:.3f}" for v in ratios), f"(median {statistics.median(ratios):.3f})")
+geometric = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
+print("B / A per round:", " ".join(f"{v:.3f}" for v in ratios))
+print(f"B / A: geometric mean {geometric:.3f}, median {statistics.median(ratios):.3f}")
 PY
 rm -r "$out"
