@@ -245,8 +245,23 @@ macro_rules! apply_const_unary {
     }};
 }
 
+/// [`apply_const_unary!`] for the constant [`ParameterizedUnary`] `$f` with
+/// parameter `$p`.
+macro_rules! apply_const_parameterized_unary {
+    ($tensor:expr, $f:expr, $p:expr) => {{
+        const F: ParameterizedUnary = $f;
+        let p: f32 = $p;
+        $tensor.apply_inlined_unary(
+            F.name,
+            move |x| (F.forward)(x, p),
+            move |x, y| (F.derivative)(x, y, p),
+        )
+    }};
+}
+
 /// The backward of an elementwise function whose derivative is known at
-/// compile time (see `apply_const_unary!`).
+/// compile time (see `apply_const_unary!` and
+/// `apply_const_parameterized_unary!`).
 struct InlinedUnaryBackward<D> {
     name: &'static str,
     derivative: D,
@@ -339,7 +354,7 @@ impl Tensor {
     /// `x^exponent` elementwise (NaN for negative `x` and a non-integer
     /// exponent, as PyTorch).
     pub fn pow(&self, exponent: f32) -> Tensor {
-        self.apply_parameterized_unary(POW, exponent)
+        apply_const_parameterized_unary!(self, POW, exponent)
     }
 
     /// `x * x`.
@@ -359,7 +374,7 @@ impl Tensor {
 
     /// `x` where positive, `negative_slope * x` elsewhere.
     pub fn leaky_relu(&self, negative_slope: f32) -> Tensor {
-        self.apply_parameterized_unary(LEAKY_RELU, negative_slope)
+        apply_const_parameterized_unary!(self, LEAKY_RELU, negative_slope)
     }
 
     /// The exact (erf) GELU, as `torch.nn.functional.gelu`.
