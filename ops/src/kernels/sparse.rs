@@ -5,6 +5,7 @@
 use faer::Par;
 
 use crate::error::OpsError;
+use crate::kernels::elementwise::wide;
 use crate::kernels::scan::for_each_item;
 
 /// A sparse (rows x cols) f32 matrix in compressed sparse row form: the
@@ -218,16 +219,24 @@ pub fn csr_matmul(par: Par, dst: &mut [f32], matrix: &CsrMatrix, dense: &[f32], 
     }
     let pieces: Vec<(usize, &mut [f32])> = dst.chunks_mut(ROWS_PER_TASK * n).enumerate().collect();
     for_each_item(par, pieces, |(task, out)| {
-        for (local, o) in out.chunks_mut(n).enumerate() {
-            let r = task * ROWS_PER_TASK + local;
-            o.fill(0.0);
-            for i in matrix.row_offsets[r]..matrix.row_offsets[r + 1] {
-                let v = matrix.values[i];
-                let src = &dense[matrix.column_indices[i] * n..(matrix.column_indices[i] + 1) * n];
-                for (o, &x) in o.iter_mut().zip(src) {
-                    *o += v * x;
+        wide!(|| {
+            for (local, o) in out.chunks_mut(n).enumerate() {
+                let r = task * ROWS_PER_TASK + local;
+                o.fill(0.0);
+                for i in matrix.row_offsets[r]..matrix.row_offsets[r + 1] {
+                    let column = matrix.column_indices[i];
+                    add_scaled(o, matrix.values[i], &dense[column * n..(column + 1) * n]);
                 }
             }
-        }
+        });
     });
+}
+
+/// `out += scale * row`, elementwise (a function of its own so that the
+/// slices are known not to alias, also when inlined).
+#[inline(always)]
+fn add_scaled(out: &mut [f32], scale: f32, row: &[f32]) {
+    for (o, &x) in out.iter_mut().zip(row) {
+        *o += scale * x;
+    }
 }
