@@ -142,9 +142,16 @@ impl Tensor {
             "binary_cross_entropy_with_logits: logits and targets shapes differ"
         );
         let par = current_parallelism();
-        let per_element = zip_map(par, self.data(), targets.data(), |x, y| {
-            x.max(0.0) - x * y + (-x.abs()).exp().ln_1p()
-        });
+        // `ln(1 + e^-|x|)` through the vectorizing `exp` and `ln` of
+        // `fast_math` (libm's `expf` and `log1pf` are a call per element:
+        // 17% of the VAE's training step), inlined into the wide loop.
+        let per_element = zip_map(
+            par,
+            self.data(),
+            targets.data(),
+            #[inline(always)]
+            |x, y| x.max(0.0) - x * y + fm::softplus(-x.abs()),
+        );
         let n = per_element.len() as f32;
         let (shape, data) = match reduction {
             Reduction::None => (self.shape(), per_element),
