@@ -68,6 +68,31 @@ pub fn for_each_chunk_mut<T: Send>(
     }
 }
 
+/// A vector of `len` elements written chunk by chunk, never zeroed first:
+/// `fill(chunk_index, chunk)` over consecutive `chunk`-sized pieces of its
+/// uninitialized buffer, as [`for_each_chunk_mut`].
+///
+/// # Safety
+/// `fill` must write every element of every chunk it is given: the vector
+/// takes them all as initialized.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn filled_by_chunks(
+    par: Par,
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    for_each_chunk_mut(par, &mut out.spare_capacity_mut()[..len], chunk, fill);
+    #[allow(unsafe_code)]
+    // SAFETY: the chunks cover `0..len`, and the caller's `fill` wrote every
+    // element of each.
+    unsafe {
+        out.set_len(len);
+    }
+    out
+}
+
 /// Sum of `values` in a fixed order: sequential sums of [`CHUNK`]-sized
 /// pieces (computed in parallel when `par` allows), then those partial sums
 /// added in index order. Same bits for every `par`.

@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 
 use faer::Par;
 
-use crate::parallel::{CHUNK, for_each_chunk_mut};
+use crate::parallel::{CHUNK, filled_by_chunks, for_each_chunk_mut};
 
 /// Calls `$f(args...)` (an `#[inline(always)]` function, generic over the
 /// closures it takes), or runs `|| { block }`, compiled for the widest
@@ -124,23 +124,16 @@ pub fn zip_map_into(
 
 /// `f(a[i])` as a new vector (written once, never zeroed first).
 pub fn map(par: Par, a: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
-    let mut out = Vec::with_capacity(a.len());
-    for_each_chunk_mut(
-        par,
-        &mut out.spare_capacity_mut()[..a.len()],
-        CHUNK,
-        |i, d| {
-            let src = &a[i * CHUNK..i * CHUNK + d.len()];
-            wide!(map_chunk_uninit(d, src, &f));
-        },
-    );
+    let fill = |i, d: &mut [MaybeUninit<f32>]| {
+        let src = &a[i * CHUNK..i * CHUNK + d.len()];
+        wide!(map_chunk_uninit(d, src, &f));
+    };
     #[allow(unsafe_code)]
-    // SAFETY: the chunks cover `0..a.len()` and `map_chunk_uninit` writes
-    // every element of its chunk (its source has the chunk's length).
+    // SAFETY: `map_chunk_uninit` writes every element of its chunk (its
+    // source has the chunk's length).
     unsafe {
-        out.set_len(a.len());
+        filled_by_chunks(par, a.len(), CHUNK, fill)
     }
-    out
 }
 
 #[inline(always)]
@@ -174,24 +167,17 @@ pub fn zip_map(
     f: impl Fn(f32, f32) -> f32 + Sync + Send,
 ) -> Vec<f32> {
     assert_eq!(a.len(), b.len(), "zip_map: lengths differ");
-    let mut out = Vec::with_capacity(a.len());
-    for_each_chunk_mut(
-        par,
-        &mut out.spare_capacity_mut()[..a.len()],
-        CHUNK,
-        |i, d| {
-            let start = i * CHUNK;
-            let (sa, sb) = (&a[start..start + d.len()], &b[start..start + d.len()]);
-            wide!(zip_map_chunk_uninit(d, sa, sb, &f));
-        },
-    );
+    let fill = |i, d: &mut [MaybeUninit<f32>]| {
+        let start = i * CHUNK;
+        let (sa, sb) = (&a[start..start + d.len()], &b[start..start + d.len()]);
+        wide!(zip_map_chunk_uninit(d, sa, sb, &f));
+    };
     #[allow(unsafe_code)]
-    // SAFETY: the chunks cover `0..a.len()` and `zip_map_chunk_uninit`
-    // writes every element of its chunk (its sources have the chunk's length).
+    // SAFETY: `zip_map_chunk_uninit` writes every element of its chunk (its
+    // sources have the chunk's length).
     unsafe {
-        out.set_len(a.len());
+        filled_by_chunks(par, a.len(), CHUNK, fill)
     }
-    out
 }
 
 /// Lanes of [`lane_sum`]: one 512-bit vector, two 256-bit ones.

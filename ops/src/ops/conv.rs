@@ -4,7 +4,7 @@
 use crate::autograd::Backward;
 use crate::kernels::conv::{causal_conv1d_backward, causal_conv1d_forward};
 use crate::kernels::elementwise::wide;
-use crate::parallel::{current_parallelism, for_each_chunk_mut};
+use crate::parallel::{current_parallelism, filled_by_chunks};
 use crate::tensor::Tensor;
 
 /// Causal depthwise convolution: `x` (batch, time, C), `weight` (C, 1, K)
@@ -97,43 +97,40 @@ pub fn causal_window(x: &Tensor, window: usize) -> Tensor {
     assert!(window > 0, "causal_window: window must be positive");
     let (batch, time, features) = (x.dim(0), x.dim(1), x.dim(2));
     let wide = window * features;
-    let n = batch * time * wide;
-    let mut out = Vec::with_capacity(n);
     let data = x.data();
     // One batch entry per piece, in parallel when allowed: copies only,
     // straight into the new buffer (zeros where the window reaches before
     // the first step).
-    for_each_chunk_mut(
-        current_parallelism(),
-        &mut out.spare_capacity_mut()[..n],
-        time * wide,
-        |b, out| {
-            let x = &data[b * time * features..(b + 1) * time * features];
-            for (t, row) in out.chunks_exact_mut(wide.max(1)).enumerate() {
-                for (i, part) in row.chunks_exact_mut(features.max(1)).enumerate() {
-                    match (t + i).checked_sub(window - 1) {
-                        Some(src) => {
-                            for (o, &v) in part.iter_mut().zip(&x[src * features..]) {
-                                o.write(v);
-                            }
+    let fill = |b, out: &mut [std::mem::MaybeUninit<f32>]| {
+        let x = &data[b * time * features..(b + 1) * time * features];
+        for (t, row) in out.chunks_exact_mut(wide.max(1)).enumerate() {
+            for (i, part) in row.chunks_exact_mut(features.max(1)).enumerate() {
+                match (t + i).checked_sub(window - 1) {
+                    Some(src) => {
+                        for (o, &v) in part.iter_mut().zip(&x[src * features..]) {
+                            o.write(v);
                         }
-                        None => {
-                            for o in part {
-                                o.write(0.0);
-                            }
+                    }
+                    None => {
+                        for o in part {
+                            o.write(0.0);
                         }
                     }
                 }
             }
-        },
-    );
+        }
+    };
     #[allow(unsafe_code)]
-    // SAFETY: the pieces cover `0..n` (`batch` pieces of `time * wide`), and
-    // each writes every element of its piece: `time` rows of `window` parts
-    // of `features`, each part copied or zeroed whole.
-    unsafe {
-        out.set_len(n);
-    }
+    // SAFETY: each piece is `time` rows of `window` parts of `features`,
+    // and every part is copied or zeroed whole.
+    let out = unsafe {
+        filled_by_chunks(
+            current_parallelism(),
+            batch * time * wide,
+            time * wide,
+            fill,
+        )
+    };
     Tensor::from_op(
         [batch, time, wide],
         out,
@@ -157,45 +154,37 @@ impl Backward for CausalWindowBackward {
         let window = self.window;
         let wide = window * features;
         let g = grad.data();
-        let n = x.numel();
-        let mut dx = Vec::with_capacity(n);
         // One batch entry per piece, in parallel when allowed. Row `s` of
         // `dx` sums part `i` of the gradient's row `s + window - 1 - i` for
         // each `i` that lands inside the sequence, from zero, in ascending
         // row order (the order of a loop over the gradient's rows adding
         // each part where it belongs).
-        for_each_chunk_mut(
-            current_parallelism(),
-            &mut dx.spare_capacity_mut()[..n],
-            time * features,
-            |b, dx| {
-                let g = &g[b * time * wide..(b + 1) * time * wide];
-                wide!(|| {
-                    let mut sums = vec![0.0f32; features];
-                    for (s, out) in dx.chunks_exact_mut(features.max(1)).enumerate() {
-                        sums.fill(0.0);
-                        for i in (0..window).rev() {
-                            let t = s + window - 1 - i;
-                            if t < time {
-                                let part = &g[t * wide + i * features..][..features];
-                                for (sum, &v) in sums.iter_mut().zip(part) {
-                                    *sum += v;
-                                }
+        let fill = |b, dx: &mut [std::mem::MaybeUninit<f32>]| {
+            let g = &g[b * time * wide..(b + 1) * time * wide];
+            wide!(|| {
+                let mut sums = vec![0.0f32; features];
+                for (s, out) in dx.chunks_exact_mut(features.max(1)).enumerate() {
+                    sums.fill(0.0);
+                    for i in (0..window).rev() {
+                        let t = s + window - 1 - i;
+                        if t < time {
+                            let part = &g[t * wide + i * features..][..features];
+                            for (sum, &v) in sums.iter_mut().zip(part) {
+                                *sum += v;
                             }
                         }
-                        for (o, &sum) in out.iter_mut().zip(&sums) {
-                            o.write(sum);
-                        }
                     }
-                });
-            },
-        );
+                    for (o, &sum) in out.iter_mut().zip(&sums) {
+                        o.write(sum);
+                    }
+                }
+            });
+        };
         #[allow(unsafe_code)]
-        // SAFETY: the pieces cover `0..n` (one per batch entry, `time *
-        // features` each), and each writes every row of its piece whole.
-        unsafe {
-            dx.set_len(n);
-        }
+        // SAFETY: each piece (one batch entry, `time * features`) is written
+        // row by row, each row whole.
+        let dx =
+            unsafe { filled_by_chunks(current_parallelism(), x.numel(), time * features, fill) };
         vec![Some(Tensor::from_vec(x.shape(), dx))]
     }
 }

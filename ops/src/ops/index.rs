@@ -4,7 +4,7 @@
 //! order, so repeated indices are summed in a fixed order.
 use crate::autograd::Backward;
 use crate::kernels::elementwise::wide;
-use crate::parallel::{current_parallelism, for_each_chunk_mut, is_parallel};
+use crate::parallel::{current_parallelism, filled_by_chunks, is_parallel};
 use crate::shape::Shape;
 use crate::tensor::{IndexTensor, Tensor};
 
@@ -294,24 +294,14 @@ fn causal_pair_embedding_forward(
     let (shape, backward) = causal_pair_embedding_lookup(previous, current, tokens);
     let (time, dim) = (backward.time, shape.dim(2));
     let (prev, cur) = (previous.data(), current.data());
-    let n = shape.numel();
-    let mut out = Vec::with_capacity(n);
     // One batch entry per piece, in parallel when allowed.
-    for_each_chunk_mut(
-        current_parallelism(),
-        &mut out.spare_capacity_mut()[..n],
-        time * dim,
-        |b, out| {
-            let positions = &backward.positions[b * time..(b + 1) * time];
-            wide!(pair_lookup(out, positions, (prev, cur)));
-        },
-    );
+    let fill = |b, out: &mut [std::mem::MaybeUninit<f32>]| {
+        let positions = &backward.positions[b * time..(b + 1) * time];
+        wide!(pair_lookup(out, positions, (prev, cur)));
+    };
     #[allow(unsafe_code)]
-    // SAFETY: the pieces cover `0..n` (`batch` pieces of `time * dim`), and
-    // `pair_lookup` writes every element of its piece.
-    unsafe {
-        out.set_len(n);
-    }
+    // SAFETY: `pair_lookup` writes every element of its piece.
+    let out = unsafe { filled_by_chunks(current_parallelism(), shape.numel(), time * dim, fill) };
     (shape, out, backward)
 }
 

@@ -10,7 +10,7 @@ use faer::Par;
 use crate::autograd::Backward;
 use crate::kernels::elementwise::map;
 use crate::kernels::fast_math as fm;
-use crate::parallel::{CHUNK, current_parallelism, for_each_chunk_mut};
+use crate::parallel::{CHUNK, current_parallelism, filled_by_chunks};
 use crate::tensor::Tensor;
 
 /// An elementwise function with its derivative.
@@ -196,25 +196,18 @@ fn backward_map(
 ) -> Vec<f32> {
     assert_eq!(x.len(), y.len(), "unary backward: lengths differ");
     assert_eq!(x.len(), g.len(), "unary backward: lengths differ");
-    let mut out = Vec::with_capacity(x.len());
-    for_each_chunk_mut(
-        par,
-        &mut out.spare_capacity_mut()[..x.len()],
-        CHUNK,
-        |i, d| {
-            let start = i * CHUNK;
-            let end = start + d.len();
-            let (x, y, g) = (&x[start..end], &y[start..end], &g[start..end]);
-            crate::kernels::elementwise::wide!(backward_chunk(d, x, y, g, &f));
-        },
-    );
+    let fill = |i, d: &mut [std::mem::MaybeUninit<f32>]| {
+        let start = i * CHUNK;
+        let end = start + d.len();
+        let (x, y, g) = (&x[start..end], &y[start..end], &g[start..end]);
+        crate::kernels::elementwise::wide!(backward_chunk(d, x, y, g, &f));
+    };
     #[allow(unsafe_code)]
-    // SAFETY: the chunks cover `0..x.len()` and `backward_chunk` writes
-    // every element of its chunk (its sources have the chunk's length).
+    // SAFETY: `backward_chunk` writes every element of its chunk (its
+    // sources have the chunk's length).
     unsafe {
-        out.set_len(x.len());
+        filled_by_chunks(par, x.len(), CHUNK, fill)
     }
-    out
 }
 
 #[inline(always)]
