@@ -279,18 +279,6 @@ impl Backward for DiagonalBackward {
 /// token is out of range.
 #[track_caller]
 pub fn causal_pair_embedding(previous: &Tensor, current: &Tensor, tokens: &IndexTensor) -> Tensor {
-    let (shape, out, backward) = causal_pair_embedding_forward(previous, current, tokens);
-    Tensor::from_op(shape, out, &[previous, current], backward)
-}
-
-/// The values of [`causal_pair_embedding`], their shape and the op's
-/// backward, without recording the op.
-#[track_caller]
-fn causal_pair_embedding_forward(
-    previous: &Tensor,
-    current: &Tensor,
-    tokens: &IndexTensor,
-) -> (Shape, Vec<f32>, CausalPairEmbeddingBackward) {
     let (shape, backward) = causal_pair_embedding_lookup(previous, current, tokens);
     let (time, dim) = (backward.time, shape.dim(2));
     let (prev, cur) = (previous.data(), current.data());
@@ -302,7 +290,7 @@ fn causal_pair_embedding_forward(
     #[allow(unsafe_code)]
     // SAFETY: `pair_lookup` writes every element of its piece.
     let out = unsafe { filled_by_chunks(current_parallelism(), shape.numel(), time * dim, fill) };
-    (shape, out, backward)
+    Tensor::from_op(shape, out, &[previous, current], backward)
 }
 
 /// The checks of [`causal_pair_embedding`], its output's shape and its
