@@ -2,6 +2,7 @@
 //! (never element by element through the message codec). Received payloads
 //! are read straight from the transport's pieces ([`Payload`]), whose cuts
 //! may fall inside a value.
+use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -58,9 +59,11 @@ struct FreeBuffers {
 }
 
 impl FreeBuffers {
-    fn give_back(&mut self, mut buffer: Vec<u8>) {
+    /// Keeps `buffer` for reuse, contents and length included: a payload of
+    /// the same length written into it later by [`PayloadPool::encode_f32_sum`]
+    /// then needs no zero-fill first.
+    fn give_back(&mut self, buffer: Vec<u8>) {
         if self.bytes + buffer.capacity() <= PAYLOAD_POOL_MAX_BYTES {
-            buffer.clear();
             self.bytes += buffer.capacity();
             self.buffers.push(buffer);
         }
@@ -109,14 +112,48 @@ impl PayloadPool {
     /// `values` as little-endian bytes (the bytes of [`f32_to_le_bytes`]),
     /// in a reused buffer where one is free.
     pub fn encode_f32(&self, values: &[f32]) -> Bytes {
+        let mut buffer = self.buffer(values.len() * F32_BYTES);
+        buffer.clear();
+        extend_le_bytes(&mut buffer, values);
+        self.pooled(buffer)
+    }
+
+    /// The little-endian bytes of `values[i] + value i of payload`, one IEEE
+    /// addition each (the bits [`add_f32_le_payload`] leaves in a copy of
+    /// `values`), written straight into a reused buffer where one is free:
+    /// a partial sum that is only passed on costs no pass over an
+    /// accumulator. The payload must hold exactly `values.len()` values.
+    pub fn encode_f32_sum(
+        &self,
+        payload: &Payload,
+        values: &[f32],
+    ) -> Result<Bytes, ProtocolError> {
+        check_length(payload.len(), values.len())?;
         let length = values.len() * F32_BYTES;
+        let mut buffer = self.buffer(length);
+        // A reused buffer keeps its length: one of the same size (every
+        // piece but a buffer's last) is overwritten without a zero-fill.
+        buffer.truncate(length);
+        buffer.resize(length, 0);
+        for_each_run(payload, values.len(), |bytes, range| {
+            let out = &mut buffer[range.start * F32_BYTES..range.end * F32_BYTES];
+            sum_values(bytes, &values[range], out);
+        })?;
+        Ok(self.pooled(buffer))
+    }
+
+    /// A free buffer of at least `capacity` bytes, or a new one.
+    fn buffer(&self, capacity: usize) -> Vec<u8> {
         let reused = self
             .free
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take(length);
-        let mut buffer = reused.unwrap_or_else(|| Vec::with_capacity(length));
-        extend_le_bytes(&mut buffer, values);
+            .take(capacity);
+        reused.unwrap_or_else(|| Vec::with_capacity(capacity))
+    }
+
+    /// `buffer` as payload bytes that go back to the pool when dropped.
+    fn pooled(&self, buffer: Vec<u8>) -> Bytes {
         Bytes::from_owner(PooledBuffer {
             buffer,
             free: Arc::clone(&self.free),
@@ -164,6 +201,16 @@ fn add_values(bytes: &[u8], accumulator: &mut [f32]) {
     }
 }
 
+/// `out` = the little-endian bytes of `values[i] + value i of bytes`; the
+/// lengths match (checked by the callers).
+fn sum_values(bytes: &[u8], values: &[f32], out: &mut [u8]) {
+    let received = bytes.chunks_exact(F32_BYTES);
+    for ((out, received), value) in out.chunks_exact_mut(F32_BYTES).zip(received).zip(values) {
+        let sum = *value + f32::from_le_bytes([received[0], received[1], received[2], received[3]]);
+        out.copy_from_slice(&sum.to_le_bytes());
+    }
+}
+
 /// Decodes little-endian bytes into `out`; the lengths must match exactly.
 pub fn f32_from_le_bytes(bytes: &[u8], out: &mut [f32]) -> Result<(), ProtocolError> {
     check_length(bytes.len(), out.len())?;
@@ -180,15 +227,16 @@ pub fn add_f32_le_bytes(bytes: &[u8], accumulator: &mut [f32]) -> Result<(), Pro
     Ok(())
 }
 
-/// Applies `apply` to the payload's values in order, each run of whole
-/// values inside one piece at once, a value cut between pieces through a
-/// four-byte carry; the lengths must match exactly.
-fn apply_pieces(
+/// Calls `apply` with the payload's bytes in order, each run of whole values
+/// inside one piece at once, a value cut between pieces through a four-byte
+/// carry, together with the indices of the values the run holds; the payload
+/// must hold exactly `count` values.
+fn for_each_run(
     payload: &Payload,
-    values: &mut [f32],
-    apply: impl Fn(&[u8], &mut [f32]),
+    count: usize,
+    mut apply: impl FnMut(&[u8], Range<usize>),
 ) -> Result<(), ProtocolError> {
-    check_length(payload.len(), values.len())?;
+    check_length(payload.len(), count)?;
     let mut carry = [0u8; F32_BYTES];
     let mut carried = 0;
     let mut next = 0;
@@ -202,31 +250,35 @@ fn apply_pieces(
             if carried < F32_BYTES {
                 continue;
             }
-            apply(&carry, &mut values[next..next + 1]);
+            apply(&carry, next..next + 1);
             next += 1;
         }
         let whole = bytes.len() / F32_BYTES;
         let (run, rest) = bytes.split_at(whole * F32_BYTES);
-        apply(run, &mut values[next..next + whole]);
+        apply(run, next..next + whole);
         next += whole;
         carry[..rest.len()].copy_from_slice(rest);
         carried = rest.len();
     }
-    debug_assert_eq!((next, carried), (values.len(), 0));
+    debug_assert_eq!((next, carried), (count, 0));
     Ok(())
 }
 
 /// Decodes a payload of little-endian f32 values into `out`, reading the
 /// pieces in place; the lengths must match exactly.
 pub fn f32_from_le_payload(payload: &Payload, out: &mut [f32]) -> Result<(), ProtocolError> {
-    apply_pieces(payload, out, copy_values)
+    for_each_run(payload, out.len(), |bytes, values| {
+        copy_values(bytes, &mut out[values]);
+    })
 }
 
 /// Adds the decoded values of a payload into `accumulator`, element by
 /// element, exactly as [`add_f32_le_bytes`] does, reading the pieces in
 /// place; the lengths must match exactly.
 pub fn add_f32_le_payload(payload: &Payload, accumulator: &mut [f32]) -> Result<(), ProtocolError> {
-    apply_pieces(payload, accumulator, add_values)
+    for_each_run(payload, accumulator.len(), |bytes, values| {
+        add_values(bytes, &mut accumulator[values]);
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use protocol::codec;
 use protocol::frame::{Frame, FrameDecoder, MAX_FRAME_BYTES, PROTOCOL_VERSION, encode_frame};
 use protocol::message::*;
 use protocol::tensor::{
-    add_f32_le_bytes, add_f32_le_payload, f32_from_le_bytes, f32_from_le_payload, f32_to_le_bytes,
+    PayloadPool, add_f32_le_bytes, add_f32_le_payload, f32_from_le_bytes, f32_from_le_payload,
+    f32_to_le_bytes,
 };
 use protocol::{Payload, ProtocolError};
 
@@ -328,6 +329,7 @@ fn payloads_cut_at_every_offset_give_the_same_values() {
     let base: Vec<f32> = (0..values.len()).map(|i| i as f32 * 1.25 - 3.0).collect();
     let mut expected_sum = base.clone();
     add_f32_le_bytes(&bytes, &mut expected_sum).unwrap();
+    let pool = PayloadPool::new();
     let check = |payload: &Payload, what: &str| {
         let mut decoded = vec![0.0f32; values.len()];
         f32_from_le_payload(payload, &mut decoded).unwrap();
@@ -343,6 +345,15 @@ fn payloads_cut_at_every_offset_give_the_same_values() {
             expected_sum.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             "{what}"
         );
+        // The same sum written straight into a payload buffer, fresh or
+        // reused (the pool's last buffer held other bytes).
+        for _ in 0..2 {
+            let encoded = pool.encode_f32_sum(payload, &base).unwrap();
+            assert_eq!(encoded.as_ref(), f32_to_le_bytes(&expected_sum), "{what}");
+        }
+        drop(pool.encode_f32(&values[..3]));
+        let encoded = pool.encode_f32_sum(payload, &base).unwrap();
+        assert_eq!(encoded.as_ref(), f32_to_le_bytes(&expected_sum), "{what}");
     };
     // One cut at every offset, two cuts at every pair of offsets.
     for first in 0..=bytes.len() {
@@ -378,6 +389,13 @@ fn payloads_cut_at_every_offset_give_the_same_values() {
     ));
     assert!(matches!(
         add_f32_le_payload(&short, &mut out),
+        Err(ProtocolError::TensorPayloadMismatch {
+            bytes: 35,
+            expected_values: 9
+        })
+    ));
+    assert!(matches!(
+        pool.encode_f32_sum(&short, &out),
         Err(ProtocolError::TensorPayloadMismatch {
             bytes: 35,
             expected_values: 9

@@ -385,20 +385,35 @@ impl Reduction {
                         .entering
                         .clone()
                         .expect("a piece awaiting a partial sum has an entering segment");
-                    if let Err(error) =
-                        add_f32_le_payload(&payload, &mut gradients[0][range.clone()])
-                    {
-                        return Err(payload_error(error));
-                    }
-                    for rank in entering.start + 1..entering.end {
-                        add_slot(gradients, 0, rank - self.hosted.start, range.clone());
-                    }
-                    let phase = if role.owns {
-                        CollectivePhase::AllGather
+                    let (phase, sum) = if !role.owns && entering.len() == 1 {
+                        // A partial sum this worker only passes on: added
+                        // straight into the outgoing buffer. The range of
+                        // `gradients[0]` receives the final sum later.
+                        let slot = &gradients[0][range.clone()];
+                        let sum = self
+                            .payloads
+                            .encode_f32_sum(&payload, slot)
+                            .map_err(payload_error)?;
+                        (CollectivePhase::ReduceScatter, sum)
                     } else {
-                        CollectivePhase::ReduceScatter
+                        if let Err(error) =
+                            add_f32_le_payload(&payload, &mut gradients[0][range.clone()])
+                        {
+                            return Err(payload_error(error));
+                        }
+                        for rank in entering.start + 1..entering.end {
+                            add_slot(gradients, 0, rank - self.hosted.start, range.clone());
+                        }
+                        let phase = if role.owns {
+                            CollectivePhase::AllGather
+                        } else {
+                            CollectivePhase::ReduceScatter
+                        };
+                        (
+                            phase,
+                            self.payloads.encode_f32(&gradients[0][range.clone()]),
+                        )
                     };
-                    let sum = self.payloads.encode_f32(&gradients[0][range.clone()]);
                     out.push((chunk_header(self.sequence, phase, &range), sum.into()));
                 } else {
                     if !std::mem::take(&mut awaiting_final[index]) {
