@@ -1,7 +1,7 @@
 //! Job specs from the user's side: what parses, what is refused and with
 //! which message, TOML and JSON alike, and the example specs.
 use coordinator::JobSpec;
-use coordinator::spec::{MODEL_KINDS, OptimizerKind, PartialBatch, ScheduleKind, ScheduleSpec};
+use coordinator::spec::{MODEL_KINDS, OptimizerKind, PartialBatch, ScheduleKind};
 
 const BASE: &str = r#"
 name = "base"
@@ -472,32 +472,4 @@ fn example_specs_cover_every_model_kind_and_validate() {
         .collect();
     expected.sort();
     assert_eq!(kinds, expected);
-}
-
-#[test]
-fn learning_rate_schedules() {
-    let constant = ScheduleSpec::default();
-    assert_eq!(constant.learning_rate(0.1, 0, 10), 0.1);
-    assert_eq!(constant.learning_rate(0.1, 9, 10), 0.1);
-
-    let warmup = ScheduleSpec {
-        kind: ScheduleKind::LinearWarmup,
-        warmup_steps: Some(4),
-        min_lr: None,
-    };
-    let rates: Vec<f64> = (0..6)
-        .map(|step| warmup.learning_rate(1.0, step, 10))
-        .collect();
-    assert_eq!(rates, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]);
-
-    let cosine = ScheduleSpec {
-        kind: ScheduleKind::Cosine,
-        warmup_steps: Some(2),
-        min_lr: Some(0.1),
-    };
-    assert_eq!(cosine.learning_rate(1.0, 0, 12), 0.5);
-    assert_eq!(cosine.learning_rate(1.0, 2, 12), 1.0);
-    assert!((cosine.learning_rate(1.0, 7, 12) - 0.55).abs() < 1e-12);
-    assert!((cosine.learning_rate(1.0, 12, 12) - 0.1).abs() < 1e-12);
-    assert!((cosine.learning_rate(1.0, 50, 12) - 0.1).abs() < 1e-12);
 }

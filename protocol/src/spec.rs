@@ -278,26 +278,6 @@ pub enum ScheduleKind {
     Cosine,
 }
 
-impl ScheduleSpec {
-    /// The learning rate at `step` (0-based) of `total_steps`, for a peak
-    /// rate `lr`. Pure, so that every worker computes the same value.
-    pub fn learning_rate(&self, lr: f64, step: u64, total_steps: u64) -> f64 {
-        let warmup = self.warmup_steps.unwrap_or(0);
-        if step < warmup {
-            return lr * (step + 1) as f64 / warmup as f64;
-        }
-        match self.kind {
-            ScheduleKind::Constant | ScheduleKind::LinearWarmup => lr,
-            ScheduleKind::Cosine => {
-                let min_lr = self.min_lr.unwrap_or(0.0);
-                let span = total_steps.saturating_sub(warmup).max(1);
-                let progress = ((step - warmup) as f64 / span as f64).min(1.0);
-                min_lr + (lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
-            }
-        }
-    }
-}
-
 /// `[checkpoint]`: periodic checkpoints (always one at the end).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
