@@ -44,8 +44,8 @@ impl From<AlgorithmArg> for AllReduceAlgorithm {
 /// environment already names it: with its default purge delay, mimalloc
 /// handed freed pages back to the kernel while quinn allocated a fresh
 /// buffer for every received datagram, and on transparent huge pages the
-/// refaults cost a 4-worker all-reduce 1.6 million page faults and 40% of
-/// its busbw in some runs (BENCHMARKS.md, "Measurements of session 10").
+/// refaults cost a 4-worker all-reduce 1.6 million page faults and a third
+/// of its busbw in some runs (BENCHMARKS.md, "Measurements of session 10").
 /// The images set the same (deploy/docker/Dockerfile).
 const ALLOCATOR_ENVIRONMENT: [(&str, &str); 1] = [("MIMALLOC_PURGE_DELAY", "-1")];
 
