@@ -625,6 +625,46 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_sum_passed_on_checks_its_payload() {
+        // Three workers of one virtual rank each: chunk 2 runs from worker 0
+        // through worker 1 to worker 2, so worker 1 only passes its partial
+        // sums on, and adds them straight into the outgoing buffer.
+        let now = Instant::now();
+        let frames_to_worker_1 = || {
+            let workers = reductions(AllReduceAlgorithm::Ring, &[1, 1, 1], 20, now);
+            let mut out = Vec::new();
+            let mut workers = workers.into_iter();
+            workers.next().expect("worker 0").start(&mut out);
+            (workers.next().expect("worker 1"), out)
+        };
+        let (mut worker, frames) = frames_to_worker_1();
+        assert!(!frames.is_empty());
+        for (header, payload) in frames {
+            let mut out = Vec::new();
+            worker
+                .receive(header.clone(), payload, now, &mut out)
+                .expect("a well-formed partial sum");
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].0.phase, CollectivePhase::ReduceScatter);
+            assert_eq!(out[0].0.element_offset, header.element_offset);
+        }
+        let (mut worker, frames) = frames_to_worker_1();
+        let (header, payload) = frames.into_iter().next().expect("a frame");
+        let short = payload.truncated(payload.len() - 4);
+        let mut out = Vec::new();
+        let error = worker
+            .receive(header, short, now, &mut out)
+            .expect_err("a payload of the wrong size");
+        assert!(
+            error
+                .to_string()
+                .contains("ring transport failed with member 0"),
+            "{error}"
+        );
+        assert!(out.is_empty(), "nothing is passed on");
+    }
+
+    #[test]
     fn frames_that_do_not_fit_are_errors() {
         let now = Instant::now();
         let check = |algorithm: AllReduceAlgorithm,
