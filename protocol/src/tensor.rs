@@ -133,7 +133,6 @@ impl PayloadPool {
         let mut buffer = self.buffer(length);
         // A reused buffer keeps its length: one of the same size (every
         // piece but a buffer's last) is overwritten without a zero-fill.
-        buffer.truncate(length);
         buffer.resize(length, 0);
         for_each_run(payload, values.len(), |bytes, range| {
             let out = &mut buffer[range.start * F32_BYTES..range.end * F32_BYTES];

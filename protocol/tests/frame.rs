@@ -345,8 +345,9 @@ fn payloads_cut_at_every_offset_give_the_same_values() {
             expected_sum.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             "{what}"
         );
-        // The same sum written straight into a payload buffer, fresh or
-        // reused (the pool's last buffer held other bytes).
+        // The same sum written straight into a payload buffer: a new one or
+        // one reused at the same length, then one last filled with fewer
+        // bytes (the rest must be written, not left over).
         for _ in 0..2 {
             let encoded = pool.encode_f32_sum(payload, &base).unwrap();
             assert_eq!(encoded.as_ref(), f32_to_le_bytes(&expected_sum), "{what}");

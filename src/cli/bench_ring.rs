@@ -40,14 +40,14 @@ impl From<AlgorithmArg> for AllReduceAlgorithm {
     }
 }
 
-/// mimalloc's options for the worker processes, each set unless the
-/// environment already names it: with its default purge delay, mimalloc
+/// mimalloc's option for the worker processes, set unless the environment
+/// already names it: with its default purge delay, mimalloc
 /// handed freed pages back to the kernel while quinn allocated a fresh
 /// buffer for every received datagram, and on transparent huge pages the
 /// refaults cost a 4-worker all-reduce 1.6 million page faults and a third
 /// of its busbw in some runs (BENCHMARKS.md, "Measurements of session 10").
 /// The images set the same (deploy/docker/Dockerfile).
-const ALLOCATOR_ENVIRONMENT: [(&str, &str); 1] = [("MIMALLOC_PURGE_DELAY", "-1")];
+const ALLOCATOR_ENVIRONMENT: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "-1");
 
 /// Starts `workers` processes of this executable with `arguments(index)`,
 /// introduces them to each other, waits for all of them and returns the
@@ -65,10 +65,9 @@ pub(crate) fn run_ring_processes(
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        for (name, value) in ALLOCATOR_ENVIRONMENT {
-            if std::env::var_os(name).is_none() {
-                command.env(name, value);
-            }
+        let (name, value) = ALLOCATOR_ENVIRONMENT;
+        if std::env::var_os(name).is_none() {
+            command.env(name, value);
         }
         children.push(command.spawn().context("starting a benchmark worker")?);
     }

@@ -31,19 +31,13 @@ lr = 1.0
     JobSpec::from_toml(&text).unwrap_or_else(|error| panic!("refused: {error}\n{text}"))
 }
 
-/// The rates of `steps` for the spec's schedule over `total_steps`.
-fn rates(spec: &JobSpec, total_steps: u64, steps: &[u64]) -> Vec<f64> {
-    let schedule = schedule_of(spec, total_steps);
-    steps
-        .iter()
-        .map(|&step| schedule.lr(spec.optimizer.lr, step))
-        .collect()
-}
-
+/// The spec's schedule over `total_steps` gives the rate `want` at each
+/// `(step, want)` of `expected`.
 #[track_caller]
 fn check(spec: &JobSpec, total_steps: u64, expected: &[(u64, f64)]) {
-    let steps: Vec<u64> = expected.iter().map(|&(step, _)| step).collect();
-    for (&(step, want), got) in expected.iter().zip(rates(spec, total_steps, &steps)) {
+    let schedule = schedule_of(spec, total_steps);
+    for &(step, want) in expected {
+        let got = schedule.lr(spec.optimizer.lr, step);
         assert!(
             (got - want).abs() < 1e-12,
             "step {step}: rate {got}, expected {want}"
